@@ -1,0 +1,384 @@
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { parse as parseToml } from "smol-toml";
+import Type, { type Static, type TSchema } from "typebox";
+import { Value } from "typebox/value";
+import { ConfigError } from "../shared/errors.js";
+import { parseDuration } from "./duration.js";
+import { loadPackageChanges, loadUsignKeys, packageChangesFor, type PackageChange } from "./package-changes.js";
+
+const PackageChangeSchema = Type.Object(
+  {
+    source: Type.Optional(Type.String()),
+    target: Type.Optional(Type.String()),
+    revision: Type.Integer({ minimum: 0 }),
+    mandatory: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: false },
+);
+
+const BranchSchema = Type.Object(
+  {
+    path: Type.Optional(Type.String({ minLength: 1 })),
+    path_packages: Type.Optional(Type.String({ minLength: 1 })),
+    enabled: Type.Optional(Type.Boolean()),
+    snapshot: Type.Optional(Type.Boolean()),
+    branch_off_rev: Type.Optional(Type.Integer({ minimum: 0 })),
+    package_changes: Type.Optional(Type.Array(PackageChangeSchema)),
+    package_manager: Type.Optional(Type.Union([Type.Literal("opkg"), Type.Literal("apk")])),
+    pubkey: Type.Optional(Type.String()),
+  },
+  { additionalProperties: false },
+);
+
+const Duration = Type.Union([Type.String(), Type.Number()]);
+
+/** The keys of asu.toml: upstream ASU's keys first, then asu-ts's own. */
+export const RawConfigSchema = Type.Object(
+  {
+    upstream_url: Type.Optional(Type.String()),
+    public_path: Type.Optional(Type.String({ minLength: 1 })),
+    redis_url: Type.Optional(Type.String()),
+    allow_defaults: Type.Optional(Type.Boolean()),
+    max_custom_rootfs_size_mb: Type.Optional(Type.Integer({ minimum: 1 })),
+    max_defaults_length: Type.Optional(Type.Integer({ minimum: 0 })),
+    repository_allow_list: Type.Optional(Type.Array(Type.String())),
+    max_pending_jobs: Type.Optional(Type.Integer({ minimum: 0 })),
+    job_timeout: Type.Optional(Duration),
+    build_ttl: Type.Optional(Duration),
+    build_ttl_unversioned: Type.Optional(Duration),
+    build_defaults_ttl: Type.Optional(Duration),
+    build_failure_ttl: Type.Optional(Duration),
+    server_stats: Type.Optional(Type.String()),
+    log_level: Type.Optional(Type.String()),
+    branches: Type.Optional(Type.Record(Type.String(), BranchSchema)),
+    // asu-ts keys
+    host: Type.Optional(Type.String({ minLength: 1 })),
+    port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
+    workers: Type.Optional(Type.Integer({ minimum: 0, maximum: 64 })),
+    runner: Type.Optional(Type.Union([Type.Literal("native"), Type.Literal("podman")])),
+    allow_unsandboxed: Type.Optional(Type.Boolean()),
+    require_signatures: Type.Optional(Type.Boolean()),
+    cache_path: Type.Optional(Type.String({ minLength: 1 })),
+    signing_key: Type.Optional(Type.String()),
+    build_rate_limit: Type.Optional(Type.Integer({ minimum: 0 })),
+    max_log_bytes: Type.Optional(Type.Integer({ minimum: 1024 })),
+  },
+  { additionalProperties: false },
+);
+
+export type RawConfig = Static<typeof RawConfigSchema>;
+
+export interface BranchConfig {
+  name: string;
+  path: string;
+  path_packages: string;
+  enabled: boolean;
+  snapshot: boolean;
+  branch_off_rev?: number;
+  package_changes: PackageChange[];
+  package_manager: "opkg" | "apk";
+  /** usign public key (base64 line) that signs this branch's sha256sums; undefined = none known. */
+  pubkey?: string;
+}
+
+export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
+
+export interface AsuConfig {
+  upstream_url: string;
+  public_path: string;
+  /** undefined means "use localhost:6379, or start an embedded redis-server if none answers". */
+  redis_url?: string;
+  allow_defaults: boolean;
+  max_custom_rootfs_size_mb: number;
+  max_defaults_length: number;
+  repository_allow_list: string[];
+  max_pending_jobs: number;
+  /** Durations are in seconds. */
+  job_timeout: number;
+  build_ttl: number;
+  build_ttl_unversioned: number;
+  build_defaults_ttl: number;
+  build_failure_ttl: number;
+  server_stats: string;
+  log_level: LogLevel;
+  branches: Record<string, BranchConfig>;
+  host: string;
+  port: number;
+  workers: number;
+  runner: "native" | "podman";
+  allow_unsandboxed: boolean;
+  require_signatures: boolean;
+  cache_path: string;
+  signing_key?: string;
+  /** New (uncached) builds per client address per minute; 0 turns the limit off. */
+  build_rate_limit: number;
+  /** Cap on captured stdout/stderr per command. */
+  max_log_bytes: number;
+}
+
+const DEFAULTS = {
+  upstream_url: "https://downloads.openwrt.org",
+  public_path: "public",
+  allow_defaults: false,
+  max_custom_rootfs_size_mb: 1024,
+  max_defaults_length: 20480,
+  repository_allow_list: [] as string[],
+  max_pending_jobs: 200,
+  job_timeout: "10m",
+  build_ttl: "7d",
+  build_ttl_unversioned: "24h",
+  build_defaults_ttl: "30m",
+  build_failure_ttl: "1h",
+  server_stats: "/stats",
+  log_level: "info",
+  host: "127.0.0.1",
+  port: 8000,
+  workers: 1,
+  runner: "native" as const,
+  allow_unsandboxed: false,
+  require_signatures: false,
+  cache_path: "var/cache",
+  build_rate_limit: 30,
+  max_log_bytes: 4 * 1024 * 1024,
+};
+
+const LOG_LEVELS: Record<string, LogLevel> = {
+  trace: "trace",
+  debug: "debug",
+  info: "info",
+  warn: "warn",
+  warning: "warn",
+  error: "error",
+  critical: "fatal",
+  fatal: "fatal",
+  silent: "silent",
+};
+
+export interface LoadConfigOptions {
+  /** Path from `--config`; falls back to ASU_CONFIG, then ./asu.toml (optional). */
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  /** Values that win over file and environment (tests use this). */
+  overrides?: Partial<RawConfig>;
+}
+
+/** Reads asu.toml and environment overrides, checks every key, and lists every problem at once. */
+export function loadConfig(options: LoadConfigOptions = {}): AsuConfig {
+  const env = options.env ?? process.env;
+  const cwd = options.cwd ?? process.cwd();
+  const problems: string[] = [];
+
+  const explicit = options.file ?? env.ASU_CONFIG;
+  const file = path.resolve(cwd, explicit ?? "asu.toml");
+  let raw: Record<string, unknown> = {};
+  if (existsSync(file)) {
+    try {
+      raw = parseToml(readFileSync(file, "utf8")) as Record<string, unknown>;
+    } catch (err) {
+      throw new ConfigError([`${file}: not valid TOML: ${(err as Error).message.split("\n")[0]}`]);
+    }
+  } else if (explicit !== undefined) {
+    throw new ConfigError([`config file ${file} does not exist (from ${options.file ? "--config" : "ASU_CONFIG"})`]);
+  }
+
+  for (const key of Object.keys(RawConfigSchema.properties)) {
+    const value = env[key.toUpperCase()];
+    if (value === undefined || value === "") continue;
+    const coerced = coerceEnv(key, value, RawConfigSchema.properties[key as keyof RawConfig]);
+    if (coerced.ok) raw[key] = coerced.value;
+    else problems.push(`${key} (from env ${key.toUpperCase()}): ${coerced.error}`);
+  }
+  Object.assign(raw, options.overrides ?? {});
+
+  for (const error of Value.Errors(RawConfigSchema, raw)) {
+    problems.push(describeSchemaError(error.instancePath, error.message, error.params));
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const conf = raw as RawConfig;
+  const duration = (key: "job_timeout" | "build_ttl" | "build_ttl_unversioned" | "build_defaults_ttl" | "build_failure_ttl") => {
+    const value = conf[key] ?? DEFAULTS[key];
+    const seconds = parseDuration(value);
+    if (seconds === undefined) {
+      problems.push(`${key}: "${value}" is not a duration; write it like "30m", "24h" or "7d"`);
+      return 0;
+    }
+    return seconds;
+  };
+
+  const upstream = conf.upstream_url ?? DEFAULTS.upstream_url;
+  if (!isHttpUrl(upstream)) problems.push(`upstream_url: "${upstream}" is not an http(s) URL`);
+
+  for (const [i, entry] of (conf.repository_allow_list ?? []).entries()) {
+    if (!isHttpUrl(entry)) problems.push(`repository_allow_list[${i}]: "${entry}" is not an http(s) URL`);
+  }
+  if (conf.redis_url !== undefined && !/^rediss?:\/\/|^unix:\/\//.test(conf.redis_url)) {
+    problems.push(`redis_url: "${conf.redis_url}" must start with redis://, rediss:// or unix://`);
+  }
+
+  const levelText = (conf.log_level ?? DEFAULTS.log_level).toLowerCase();
+  const log_level = LOG_LEVELS[levelText];
+  if (!log_level) {
+    problems.push(`log_level: "${conf.log_level}" is not one of ${Object.keys(LOG_LEVELS).join(", ")}`);
+  }
+
+  const branches = buildBranches(conf.branches ?? {}, problems);
+
+  const config: AsuConfig = {
+    upstream_url: upstream.replace(/\/+$/, ""),
+    public_path: path.resolve(cwd, conf.public_path ?? DEFAULTS.public_path),
+    allow_defaults: conf.allow_defaults ?? DEFAULTS.allow_defaults,
+    max_custom_rootfs_size_mb: conf.max_custom_rootfs_size_mb ?? DEFAULTS.max_custom_rootfs_size_mb,
+    max_defaults_length: conf.max_defaults_length ?? DEFAULTS.max_defaults_length,
+    repository_allow_list: conf.repository_allow_list ?? DEFAULTS.repository_allow_list,
+    max_pending_jobs: conf.max_pending_jobs ?? DEFAULTS.max_pending_jobs,
+    job_timeout: duration("job_timeout"),
+    build_ttl: duration("build_ttl"),
+    build_ttl_unversioned: duration("build_ttl_unversioned"),
+    build_defaults_ttl: duration("build_defaults_ttl"),
+    build_failure_ttl: duration("build_failure_ttl"),
+    server_stats: conf.server_stats ?? DEFAULTS.server_stats,
+    log_level: log_level ?? "info",
+    branches,
+    host: conf.host ?? DEFAULTS.host,
+    port: conf.port ?? DEFAULTS.port,
+    workers: conf.workers ?? DEFAULTS.workers,
+    runner: conf.runner ?? DEFAULTS.runner,
+    allow_unsandboxed: conf.allow_unsandboxed ?? DEFAULTS.allow_unsandboxed,
+    require_signatures: conf.require_signatures ?? DEFAULTS.require_signatures,
+    cache_path: path.resolve(cwd, conf.cache_path ?? DEFAULTS.cache_path),
+    build_rate_limit: conf.build_rate_limit ?? DEFAULTS.build_rate_limit,
+    max_log_bytes: conf.max_log_bytes ?? DEFAULTS.max_log_bytes,
+  };
+  if (conf.redis_url !== undefined) config.redis_url = conf.redis_url;
+  if (conf.signing_key !== undefined && conf.signing_key !== "") {
+    config.signing_key = path.resolve(cwd, conf.signing_key);
+    if (!existsSync(config.signing_key)) problems.push(`signing_key: file ${config.signing_key} does not exist`);
+  }
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}
+
+/**
+ * The default branch table follows OpenWrt's (data/openwrt-package-changes.json); a
+ * `[branches.NAME]` table in asu.toml overrides single fields of a known branch or adds a new one.
+ */
+function buildBranches(
+  overrides: Record<string, Static<typeof BranchSchema>>,
+  problems: string[],
+): Record<string, BranchConfig> {
+  const table = loadPackageChanges().branches;
+  const keys = loadUsignKeys();
+  const names = new Set([...Object.keys(table), ...Object.keys(overrides)]);
+  const result: Record<string, BranchConfig> = {};
+  for (const name of names) {
+    const base = table[name];
+    const over = overrides[name] ?? {};
+    if (!base && !over.path) {
+      problems.push(`branches.${name}.path: required for a branch OpenWrt does not publish, e.g. "releases/{version}"`);
+      continue;
+    }
+    if (!/^[\w.-]+$/.test(name)) {
+      problems.push(`branches.${name}: branch names may contain only letters, digits, ".", "_" and "-"`);
+      continue;
+    }
+    const snapshot = over.snapshot ?? base?.snapshot ?? false;
+    const branchOffRev = over.branch_off_rev ?? base?.branch_off_rev;
+    const branchPath = (over.path ?? base?.path) as string;
+    const branch: BranchConfig = {
+      name,
+      path: branchPath,
+      path_packages: over.path_packages ?? (snapshot ? "snapshots/packages" : `${branchPath}/packages`),
+      enabled: over.enabled ?? true,
+      snapshot,
+      package_changes: over.package_changes ?? packageChangesFor(branchOffRev, snapshot),
+      package_manager: over.package_manager ?? base?.package_manager ?? (snapshot ? "apk" : "opkg"),
+    };
+    if (branchOffRev !== undefined) branch.branch_off_rev = branchOffRev;
+    const pubkey = over.pubkey ?? keys[name];
+    if (pubkey !== undefined && pubkey !== "") {
+      if (!isUsignPublicKey(pubkey)) {
+        problems.push(
+          `branches.${name}.pubkey: not a usign/signify public key; give the base64 line of the .pub file (it starts with "RW")`,
+        );
+      }
+      branch.pubkey = pubkey.trim();
+    }
+    result[name] = branch;
+  }
+  return result;
+}
+
+/** A usign public key is base64 of "Ed" + 8-byte key id + 32-byte Ed25519 key. */
+export function isUsignPublicKey(text: string): boolean {
+  const trimmed = text.trim();
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(trimmed)) return false;
+  const bytes = Buffer.from(trimmed, "base64");
+  return bytes.length === 42 && bytes[0] === 0x45 && bytes[1] === 0x64;
+}
+
+function isHttpUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return url.protocol === "http:" || url.protocol === "https:";
+  } catch {
+    return false;
+  }
+}
+
+type Coerced = { ok: true; value: unknown } | { ok: false; error: string };
+
+function coerceEnv(key: string, text: string, schema: TSchema | undefined): Coerced {
+  const kind = schemaKind(schema);
+  switch (kind) {
+    case "integer": {
+      if (!/^-?\d+$/.test(text.trim())) return { ok: false, error: `"${text}" is not a whole number` };
+      return { ok: true, value: Number(text) };
+    }
+    case "boolean": {
+      const t = text.trim().toLowerCase();
+      if (["1", "true", "yes", "on"].includes(t)) return { ok: true, value: true };
+      if (["0", "false", "no", "off"].includes(t)) return { ok: true, value: false };
+      return { ok: false, error: `"${text}" is not true or false` };
+    }
+    case "array": {
+      if (text.trim().startsWith("[")) return parseJson(text);
+      return { ok: true, value: text.split(",").map((s) => s.trim()).filter(Boolean) };
+    }
+    case "object":
+      return parseJson(text);
+    default:
+      void key;
+      return { ok: true, value: text };
+  }
+}
+
+function parseJson(text: string): Coerced {
+  try {
+    return { ok: true, value: JSON.parse(text) as unknown };
+  } catch {
+    return { ok: false, error: "is not valid JSON" };
+  }
+}
+
+function schemaKind(schema: TSchema | undefined): string {
+  const s = schema as { type?: string; anyOf?: TSchema[] } | undefined;
+  if (!s) return "string";
+  if (s.type === "integer" || s.type === "number") return "integer";
+  if (s.type === "boolean") return "boolean";
+  if (s.type === "array") return "array";
+  if (s.type === "object") return "object";
+  return "string";
+}
+
+function describeSchemaError(instancePath: string, message: string, params: object): string {
+  const key = instancePath.replace(/^\//, "").replace(/\//g, ".") || "(top level)";
+  const extra = (params as { additionalProperties?: string[] }).additionalProperties;
+  if (extra && extra.length > 0) {
+    return extra.map((k) => `${key === "(top level)" ? k : `${key}.${k}`}: unknown key`).join("; ");
+  }
+  return `${key}: ${message}`;
+}
