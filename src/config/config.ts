@@ -5,7 +5,12 @@ import Type, { type Static, type TSchema } from "typebox";
 import { Value } from "typebox/value";
 import { ConfigError } from "../shared/errors.js";
 import { parseDuration } from "./duration.js";
-import { loadPackageChanges, loadUsignKeys, packageChangesFor, type PackageChange } from "./package-changes.js";
+import {
+  loadPackageChanges,
+  loadUsignKeys,
+  packageChangesFor,
+  type PackageChange,
+} from "./package-changes.js";
 
 const PackageChangeSchema = Type.Object(
   {
@@ -180,7 +185,9 @@ export function loadConfig(options: LoadConfigOptions = {}): AsuConfig {
       throw new ConfigError([`${file}: not valid TOML: ${(err as Error).message.split("\n")[0]}`]);
     }
   } else if (explicit !== undefined) {
-    throw new ConfigError([`config file ${file} does not exist (from ${options.file ? "--config" : "ASU_CONFIG"})`]);
+    throw new ConfigError([
+      `config file ${file} does not exist (from ${options.file ? "--config" : "ASU_CONFIG"})`,
+    ]);
   }
 
   for (const key of Object.keys(RawConfigSchema.properties)) {
@@ -198,7 +205,9 @@ export function loadConfig(options: LoadConfigOptions = {}): AsuConfig {
   if (problems.length > 0) throw new ConfigError(problems);
 
   const conf = raw as RawConfig;
-  const duration = (key: "job_timeout" | "build_ttl" | "build_ttl_unversioned" | "build_defaults_ttl" | "build_failure_ttl") => {
+  const duration = (
+    key: "job_timeout" | "build_ttl" | "build_ttl_unversioned" | "build_defaults_ttl" | "build_failure_ttl",
+  ) => {
     const value = conf[key] ?? DEFAULTS[key];
     const seconds = parseDuration(value);
     if (seconds === undefined) {
@@ -255,7 +264,8 @@ export function loadConfig(options: LoadConfigOptions = {}): AsuConfig {
   if (conf.redis_url !== undefined) config.redis_url = conf.redis_url;
   if (conf.signing_key !== undefined && conf.signing_key !== "") {
     config.signing_key = path.resolve(cwd, conf.signing_key);
-    if (!existsSync(config.signing_key)) problems.push(`signing_key: file ${config.signing_key} does not exist`);
+    if (!existsSync(config.signing_key))
+      problems.push(`signing_key: file ${config.signing_key} does not exist`);
   }
 
   if (problems.length > 0) throw new ConfigError(problems);
@@ -278,7 +288,9 @@ function buildBranches(
     const base = table[name];
     const over = overrides[name] ?? {};
     if (!base && !over.path) {
-      problems.push(`branches.${name}.path: required for a branch OpenWrt does not publish, e.g. "releases/{version}"`);
+      problems.push(
+        `branches.${name}.path: required for a branch OpenWrt does not publish, e.g. "releases/{version}"`,
+      );
       continue;
     }
     if (!/^[\w.-]+$/.test(name)) {
@@ -346,7 +358,13 @@ function coerceEnv(key: string, text: string, schema: TSchema | undefined): Coer
     }
     case "array": {
       if (text.trim().startsWith("[")) return parseJson(text);
-      return { ok: true, value: text.split(",").map((s) => s.trim()).filter(Boolean) };
+      return {
+        ok: true,
+        value: text
+          .split(",")
+          .map((s) => s.trim())
+          .filter(Boolean),
+      };
     }
     case "object":
       return parseJson(text);

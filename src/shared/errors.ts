@@ -68,7 +68,10 @@ export class UpstreamError extends AsuError {
  */
 export class BuildError extends AsuError {
   readonly userFault: boolean;
-  constructor(detail: string, opts: { userFault: boolean; stdout?: string; stderr?: string } = { userFault: true }) {
+  constructor(
+    detail: string,
+    opts: { userFault: boolean; stdout?: string; stderr?: string } = { userFault: true },
+  ) {
     super(500, "build_failed", detail, { stdout: opts.stdout ?? "", stderr: opts.stderr ?? "" });
     this.userFault = opts.userFault;
   }

@@ -1,4 +1,12 @@
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, verify } from "node:crypto";
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  randomBytes,
+  sign,
+  verify,
+} from "node:crypto";
 
 /**
  * usign/signify files, as OpenWrt uses them for sha256sums, package indexes and images.
@@ -53,7 +61,8 @@ export function parsePublicKey(text: string): UsignPublicKey {
 export function parseSecretKey(text: string): UsignSecretKey {
   const bytes = payload(text);
   if (bytes.length !== 104 || !bytes.subarray(0, 2).equals(ED)) throw new Error("not a usign secret key");
-  if (bytes.readUInt32BE(4) !== 0) throw new Error("encrypted usign secret keys are not supported; use one without a password");
+  if (bytes.readUInt32BE(4) !== 0)
+    throw new Error("encrypted usign secret keys are not supported; use one without a password");
   const keyId = bytes.subarray(32, 40);
   const secret = bytes.subarray(40, 104);
   const checksum = createHash("sha512").update(secret).digest().subarray(0, 8);
@@ -94,7 +103,12 @@ export function signMessage(message: Buffer | string, secretKeyFile: string): st
   const sk = parseSecretKey(secretKeyFile);
   const key = createPrivateKey({
     format: "jwk",
-    key: { kty: "OKP", crv: "Ed25519", d: sk.seed.toString("base64url"), x: sk.publicKey.toString("base64url") },
+    key: {
+      kty: "OKP",
+      crv: "Ed25519",
+      d: sk.seed.toString("base64url"),
+      x: sk.publicKey.toString("base64url"),
+    },
   });
   const signature = sign(null, Buffer.from(message), key);
   const line = Buffer.concat([ED, sk.keyId, signature]).toString("base64");
@@ -104,7 +118,11 @@ export function signMessage(message: Buffer | string, secretKeyFile: string): st
 export type VerifyResult = { ok: true } | { ok: false; reason: string };
 
 /** Checks a `.sig` file against `message` with a public key file or bare base64 line. */
-export function verifyMessage(message: Buffer | string, signatureFile: string, publicKey: string): VerifyResult {
+export function verifyMessage(
+  message: Buffer | string,
+  signatureFile: string,
+  publicKey: string,
+): VerifyResult {
   let pk: UsignPublicKey;
   let sig: Buffer;
   try {
@@ -117,7 +135,8 @@ export function verifyMessage(message: Buffer | string, signatureFile: string, p
   } catch (err) {
     return { ok: false, reason: `bad signature file: ${(err as Error).message}` };
   }
-  if (sig.length !== 74 || !sig.subarray(0, 2).equals(ED)) return { ok: false, reason: "not a usign signature" };
+  if (sig.length !== 74 || !sig.subarray(0, 2).equals(ED))
+    return { ok: false, reason: "not a usign signature" };
   const keyId = sig.subarray(2, 10);
   if (!keyId.equals(pk.keyId)) {
     return {
@@ -125,7 +144,10 @@ export function verifyMessage(message: Buffer | string, signatureFile: string, p
       reason: `signed by key ${keyId.toString("hex")}, but the configured key is ${pk.keyId.toString("hex")}`,
     };
   }
-  const key = createPublicKey({ format: "jwk", key: { kty: "OKP", crv: "Ed25519", x: pk.key.toString("base64url") } });
+  const key = createPublicKey({
+    format: "jwk",
+    key: { kty: "OKP", crv: "Ed25519", x: pk.key.toString("base64url") },
+  });
   return verify(null, Buffer.from(message), key, sig.subarray(10, 74))
     ? { ok: true }
     : { ok: false, reason: "signature does not match the signed file" };

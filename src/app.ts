@@ -1,0 +1,121 @@
+import path from "node:path";
+import type { Worker } from "bullmq";
+import type { FastifyInstance } from "fastify";
+import pino, { type Logger } from "pino";
+import type { AsuConfig } from "./config/config.js";
+import { createApp } from "./http/app.js";
+import { ImageBuilderManager } from "./imagebuilder/imagebuilder-manager.js";
+import { ProcessRunner } from "./imagebuilder/process-runner.js";
+import { createRunner } from "./imagebuilder/runners/native-runner.js";
+import { BuildQueue } from "./queue/build-queue.js";
+import type { BuildJobData } from "./queue/build-job.js";
+import { resolveRedis } from "./queue/embedded-redis.js";
+import { Stats } from "./stats/stats.js";
+import { LocalStore } from "./store/local-store.js";
+import { Catalog } from "./upstream/catalog.js";
+import { UpstreamClient } from "./upstream/upstream-client.js";
+import { startBuildWorker } from "./worker/build-worker.js";
+import { UsignImageSigner } from "./worker/image-signer.js";
+
+export type Role = "all" | "api" | "worker";
+
+export interface RunningServer {
+  config: AsuConfig;
+  /** http://host:port when the API role runs. */
+  url?: string;
+  app?: FastifyInstance;
+  worker?: Worker<BuildJobData>;
+  queue: BuildQueue;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  role: Role;
+  /** Redis key prefix; tests give each file its own. */
+  redisPrefix?: string;
+  /** Start redis-server if needed (only `asu start` does this). */
+  embeddedRedis?: boolean;
+  quiet?: boolean;
+}
+
+/** The one place where config, clients, services and the Fastify app are created and wired. */
+export async function startServer(config: AsuConfig, opts: StartOptions): Promise<RunningServer> {
+  const logger = pino({ level: opts.quiet ? "silent" : config.log_level });
+  const redis = opts.embeddedRedis
+    ? await resolveRedis({
+        ...(config.redis_url ? { redisUrl: config.redis_url } : {}),
+        dataDir: path.join(process.cwd(), "var", "redis"),
+        log: (msg) => logger.info(msg),
+      })
+    : { url: config.redis_url ?? "redis://127.0.0.1:6379" };
+
+  const queue = new BuildQueue({ redisUrl: redis.url, prefix: opts.redisPrefix ?? "asu" });
+  const stats = new Stats(
+    queue.redis,
+    opts.redisPrefix ?? "asu",
+    () => queue.pendingCount(),
+    (err) => logger.warn({ err }, "stats write failed"),
+  );
+  const store = new LocalStore(config.public_path);
+  await store.init();
+  const upstream = new UpstreamClient({ baseUrl: config.upstream_url });
+  const catalog = new Catalog(config, upstream);
+
+  const closers: (() => Promise<void>)[] = [];
+  let worker: Worker<BuildJobData> | undefined;
+  let app: FastifyInstance | undefined;
+  let url: string | undefined;
+
+  if (opts.role !== "api" && config.workers > 0) {
+    const processRunner = new ProcessRunner();
+    const hiddenPaths = [
+      config.cache_path,
+      config.public_path,
+      ...(config.signing_key ? [config.signing_key] : []),
+    ];
+    const runner = await createRunner(config, { hiddenPaths, processRunner, logger });
+    const imagebuilders = new ImageBuilderManager({
+      cacheDir: config.cache_path,
+      upstreamUrl: config.upstream_url,
+      requireSignatures: config.require_signatures,
+      logger,
+      processRunner,
+    });
+    worker = startBuildWorker({
+      config,
+      queue,
+      stats,
+      logger,
+      imagebuilders,
+      runner,
+      storeFiles: (hash, files) => store.put(hash, files),
+      ...(config.signing_key ? { signer: new UsignImageSigner(config.signing_key) } : {}),
+    });
+    const w = worker;
+    closers.push(() => w.close());
+  }
+
+  if (opts.role !== "worker") {
+    const created = await createApp({ config, queue, store, upstream, catalog, stats, logger: !opts.quiet });
+    app = created.app;
+    const address = await app.listen({ host: config.host, port: config.port });
+    url = address;
+    const a = app;
+    closers.unshift(() => a.close());
+  }
+
+  return {
+    config,
+    queue,
+    logger,
+    ...(url ? { url } : {}),
+    ...(app ? { app } : {}),
+    ...(worker ? { worker } : {}),
+    close: async () => {
+      for (const close of closers) await close();
+      await queue.close();
+      await redis.stop?.();
+    },
+  };
+}

@@ -1,0 +1,260 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { ConfigError } from "../shared/errors.js";
+import { generateKeyPair } from "../shared/usign.js";
+import { loadConfig } from "./config.js";
+import { parseDuration } from "./duration.js";
+
+function tempDir(): string {
+  return mkdtempSync(path.join(tmpdir(), "asu-config-"));
+}
+
+function writeToml(text: string): { dir: string; file: string } {
+  const dir = tempDir();
+  const file = path.join(dir, "asu.toml");
+  writeFileSync(file, text);
+  return { dir, file };
+}
+
+function problemsOf(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+describe("loadConfig", () => {
+  it("uses upstream ASU's defaults when there is no file", () => {
+    const dir = tempDir();
+    const config = loadConfig({ cwd: dir, env: {} });
+    expect(config).toMatchObject({
+      upstream_url: "https://downloads.openwrt.org",
+      public_path: path.join(dir, "public"),
+      allow_defaults: false,
+      max_custom_rootfs_size_mb: 1024,
+      max_defaults_length: 20480,
+      repository_allow_list: [],
+      max_pending_jobs: 200,
+      job_timeout: 600,
+      build_ttl: 7 * 86400,
+      build_ttl_unversioned: 86400,
+      build_defaults_ttl: 1800,
+      build_failure_ttl: 3600,
+      port: 8000,
+      workers: 1,
+      runner: "native",
+      log_level: "info",
+    });
+    expect(config.redis_url).toBeUndefined();
+  });
+
+  it("reads the Python server's keys from asu.toml", () => {
+    const { dir, file } = writeToml(`
+upstream_url = "http://127.0.0.1:8001/"
+public_path = "srv/public"
+allow_defaults = true
+max_pending_jobs = 5
+job_timeout = "2m"
+build_ttl = "3h"
+repository_allow_list = ["https://feed.example.org/openwrt"]
+log_level = "DEBUG"
+port = 9000
+`);
+    const config = loadConfig({ file, cwd: dir, env: {} });
+    expect(config.upstream_url).toBe("http://127.0.0.1:8001");
+    expect(config.public_path).toBe(path.join(dir, "srv/public"));
+    expect(config.allow_defaults).toBe(true);
+    expect(config.max_pending_jobs).toBe(5);
+    expect(config.job_timeout).toBe(120);
+    expect(config.build_ttl).toBe(3 * 3600);
+    expect(config.repository_allow_list).toEqual(["https://feed.example.org/openwrt"]);
+    expect(config.log_level).toBe("debug");
+    expect(config.port).toBe(9000);
+  });
+
+  it("finds the file through ASU_CONFIG", () => {
+    const { dir, file } = writeToml("port = 8123\n");
+    expect(loadConfig({ cwd: tempDir(), env: { ASU_CONFIG: file } }).port).toBe(8123);
+    expect(loadConfig({ cwd: dir, env: {} }).port).toBe(8123);
+  });
+
+  it("lets upper-case environment variables override every top-level key", () => {
+    const { dir, file } = writeToml(
+      'port = 9000\nupstream_url = "http://a.example"\nallow_defaults = false\n',
+    );
+    const config = loadConfig({
+      file,
+      cwd: dir,
+      env: {
+        PORT: "9100",
+        UPSTREAM_URL: "http://b.example",
+        ALLOW_DEFAULTS: "true",
+        REDIS_URL: "redis://127.0.0.1:6390/2",
+        REPOSITORY_ALLOW_LIST: "https://x.example/a, https://y.example/b",
+        JOB_TIMEOUT: "90s",
+        WORKERS: "3",
+        BRANCHES: JSON.stringify({ "24.10": { enabled: false } }),
+      },
+    });
+    expect(config.port).toBe(9100);
+    expect(config.upstream_url).toBe("http://b.example");
+    expect(config.allow_defaults).toBe(true);
+    expect(config.redis_url).toBe("redis://127.0.0.1:6390/2");
+    expect(config.repository_allow_list).toEqual(["https://x.example/a", "https://y.example/b"]);
+    expect(config.job_timeout).toBe(90);
+    expect(config.workers).toBe(3);
+    expect(config.branches["24.10"]?.enabled).toBe(false);
+  });
+
+  it("builds the default branch table from OpenWrt's data, with package changes and known keys", () => {
+    const config = loadConfig({ cwd: tempDir(), env: {} });
+    expect(Object.keys(config.branches).sort()).toEqual([
+      "21.02",
+      "22.03",
+      "23.05",
+      "24.10",
+      "25.12",
+      "SNAPSHOT",
+    ]);
+    const b2305 = config.branches["23.05"];
+    expect(b2305).toMatchObject({
+      path: "releases/{version}",
+      branch_off_rev: 23069,
+      snapshot: false,
+      enabled: true,
+    });
+    expect(b2305?.package_manager).toBe("opkg");
+    expect(b2305?.path_packages).toBe("releases/{version}/packages");
+    // renames up to the branch-off revision only
+    expect(b2305?.package_changes.map((c) => c.source)).toEqual([
+      "firewall",
+      "kmod-nft-nat6",
+      "libustream-wolfssl",
+      "px5g-wolfssl",
+      "wpad-basic-wolfssl",
+    ]);
+    const snapshot = config.branches.SNAPSHOT;
+    expect(snapshot?.snapshot).toBe(true);
+    expect(snapshot?.package_manager).toBe("apk");
+    expect(snapshot?.package_changes.length).toBe(9);
+    expect(snapshot?.pubkey).toBe("RWS1BD5w+adc3j2Hqg9+b66CvLR7NlHbsj7wjNVj0XGt/othDgIAOJS+");
+    expect(config.branches["21.02"]?.pubkey).toBe("RWQviwuY4IMGvwLfs6842A0m4EZU1IjczTxKMSk3BQP8DAQLHBwdQiaU");
+    expect(config.branches["24.10"]?.pubkey).toBeUndefined();
+  });
+
+  it("merges [branches.NAME] over the defaults and adds new branches", () => {
+    const key = generateKeyPair();
+    const { dir, file } = writeToml(`
+[branches."24.10"]
+pubkey = "${key.publicLine}"
+
+[branches.testing]
+path = "testing/{version}"
+snapshot = false
+`);
+    const config = loadConfig({ file, cwd: dir, env: {} });
+    expect(config.branches["24.10"]).toMatchObject({
+      path: "releases/{version}",
+      branch_off_rev: 27990,
+      pubkey: key.publicLine,
+    });
+    expect(config.branches.testing).toMatchObject({
+      path: "testing/{version}",
+      enabled: true,
+      package_manager: "opkg",
+    });
+  });
+
+  it("lists every bad key in one error", () => {
+    const { dir, file } = writeToml(`
+upstream_url = "ftp://nope"
+port = "eighty"
+job_timeout = "soon"
+max_pending_jobs = -1
+runner = "docker"
+log_level = "loud"
+unknown_key = 1
+repository_allow_list = ["not a url"]
+redis_url = "localhost:6379"
+
+[branches."24.10"]
+pubkey = "not-a-key"
+colour = "red"
+
+[branches.mine]
+enabled = true
+`);
+    const problems = problemsOf(() => loadConfig({ file, cwd: dir, env: {} }));
+    const text = problems.join("\n");
+    expect(text).toContain("port: ");
+    expect(text).toContain("max_pending_jobs: ");
+    expect(text).toContain("runner: ");
+    expect(text).toContain("unknown_key: unknown key");
+    expect(text).toContain("branches.24.10.colour: unknown key");
+    // schema problems are reported first; then the checks that need valid types
+    const fixed = writeToml(`
+upstream_url = "ftp://nope"
+job_timeout = "soon"
+log_level = "loud"
+repository_allow_list = ["not a url"]
+redis_url = "localhost:6379"
+
+[branches."24.10"]
+pubkey = "not-a-key"
+
+[branches.mine]
+enabled = true
+`);
+    const second = problemsOf(() => loadConfig({ file: fixed.file, cwd: fixed.dir, env: {} }));
+    expect(second).toEqual(
+      expect.arrayContaining([
+        'job_timeout: "soon" is not a duration; write it like "30m", "24h" or "7d"',
+        'upstream_url: "ftp://nope" is not an http(s) URL',
+        'repository_allow_list[0]: "not a url" is not an http(s) URL',
+        'redis_url: "localhost:6379" must start with redis://, rediss:// or unix://',
+        'branches.mine.path: required for a branch OpenWrt does not publish, e.g. "releases/{version}"',
+        'branches.24.10.pubkey: not a usign/signify public key; give the base64 line of the .pub file (it starts with "RW")',
+      ]),
+    );
+    expect(second.some((p) => p.startsWith("log_level: "))).toBe(true);
+    expect(second).toHaveLength(7);
+  });
+
+  it("reports bad environment values by variable name", () => {
+    const problems = problemsOf(() =>
+      loadConfig({ cwd: tempDir(), env: { PORT: "http", ALLOW_DEFAULTS: "maybe", BRANCHES: "{not json" } }),
+    );
+    expect([...problems].sort()).toEqual([
+      'allow_defaults (from env ALLOW_DEFAULTS): "maybe" is not true or false',
+      "branches (from env BRANCHES): is not valid JSON",
+      'port (from env PORT): "http" is not a whole number',
+    ]);
+  });
+
+  it("refuses a config file named explicitly that does not exist, and invalid TOML", () => {
+    expect(problemsOf(() => loadConfig({ file: "/nonexistent/asu.toml", env: {} }))[0]).toContain(
+      "config file /nonexistent/asu.toml does not exist (from --config)",
+    );
+    const { dir, file } = writeToml("port = [");
+    expect(problemsOf(() => loadConfig({ file, cwd: dir, env: {} }))[0]).toContain("not valid TOML");
+  });
+});
+
+describe("parseDuration", () => {
+  it("reads upstream's duration strings", () => {
+    expect(parseDuration("10m")).toBe(600);
+    expect(parseDuration("24h")).toBe(86400);
+    expect(parseDuration("7d")).toBe(604800);
+    expect(parseDuration("1h30m")).toBe(5400);
+    expect(parseDuration("45")).toBe(45);
+    expect(parseDuration(30)).toBe(30);
+    expect(parseDuration("soon")).toBeUndefined();
+    expect(parseDuration("0m")).toBeUndefined();
+    expect(parseDuration("-5")).toBeUndefined();
+  });
+});

@@ -1,0 +1,84 @@
+import cors from "@fastify/cors";
+import swagger from "@fastify/swagger";
+import swaggerUi from "@fastify/swagger-ui";
+import Fastify, { type FastifyInstance } from "fastify";
+import type { AsuConfig } from "../config/config.js";
+import type { BuildQueue } from "../queue/build-queue.js";
+import type { LocalStore } from "../store/local-store.js";
+import type { Stats } from "../stats/stats.js";
+import type { Catalog } from "../upstream/catalog.js";
+import type { UpstreamClient } from "../upstream/upstream-client.js";
+import { VERSION } from "../shared/version.js";
+import { registerBuildRoutes } from "./build-routes.js";
+import { BuildService } from "./build-service.js";
+import { registerErrorHandler } from "./error-handler.js";
+import { registerStoreRoutes } from "./store-routes.js";
+
+export interface AppDeps {
+  config: AsuConfig;
+  queue: BuildQueue;
+  store: LocalStore;
+  upstream: UpstreamClient;
+  catalog: Catalog;
+  stats: Stats;
+  /** false in tests that want quiet output; otherwise pino at config.log_level. */
+  logger?: boolean;
+}
+
+export interface AsuApp {
+  app: FastifyInstance;
+  buildService: BuildService;
+}
+
+export async function createApp(deps: AppDeps): Promise<AsuApp> {
+  const app = Fastify({
+    logger: deps.logger === false ? false : { level: deps.config.log_level },
+    // Behind a reverse proxy the client address comes from X-Forwarded-For (rate limits use it).
+    trustProxy: true,
+    bodyLimit: 1024 * 1024,
+    // LuCI appends "?<milliseconds>" to every URL; Fastify ignores unknown query strings.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true } },
+  });
+
+  // OFS and LuCI call cross-origin, GET polls included; preflights get a 204 with the headers.
+  await app.register(cors, {
+    origin: "*",
+    methods: ["GET", "HEAD", "POST", "OPTIONS"],
+    allowedHeaders: ["content-type"],
+    exposedHeaders: ["X-Imagebuilder-Status", "X-Queue-Position", "X-Unknown-Package", "Content-Length"],
+    maxAge: 86400,
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: "3.0.3",
+      info: {
+        title: "asu-ts: OpenWrt Attended Sysupgrade server",
+        version: VERSION,
+        description: "Builds OpenWrt firmware images with the packages you choose.",
+      },
+      tags: [{ name: "build" }, { name: "metadata" }, { name: "stats" }],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: "/docs" });
+
+  registerErrorHandler(app);
+
+  const buildService = new BuildService({
+    config: deps.config,
+    queue: deps.queue,
+    upstream: deps.upstream,
+    catalog: deps.catalog,
+    onEvent: (event) => deps.stats.countRequest(event),
+  });
+  registerBuildRoutes(app, buildService);
+  registerStoreRoutes(app, deps.store);
+
+  app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
+  app.get("/metrics", { schema: { hide: true } }, async (_request, reply) => {
+    const text = await deps.stats.metricsText();
+    return reply.type(deps.stats.metricsContentType).send(text);
+  });
+
+  return { app, buildService };
+}

@@ -1,0 +1,154 @@
+import type { AsuConfig } from "../config/config.js";
+import type { BuildQueue, JobStatus } from "../queue/build-queue.js";
+import type { BuildJobData } from "../queue/build-job.js";
+import type { BuildRequestBody } from "../request/build-request-schema.js";
+import { normalizeRequest, type NormalizedRequest } from "../request/normalize-request.js";
+import { requestHash } from "../request/request-hash.js";
+import { validateRequest } from "../request/validate-request.js";
+import type { Catalog } from "../upstream/catalog.js";
+import type { UpstreamClient } from "../upstream/upstream-client.js";
+import { AsuError, OverloadedError } from "../shared/errors.js";
+
+/** What the HTTP layer sends: a status, a JSON body (pre-serialised for cache hits) and headers. */
+export interface BuildReply {
+  status: number;
+  body: string | Record<string, unknown>;
+  headers: Record<string, string>;
+}
+
+export interface BuildServiceDeps {
+  config: AsuConfig;
+  queue: BuildQueue;
+  upstream: UpstreamClient;
+  catalog: Catalog;
+  /** Counts requests and cache hits; optional so unit tests can leave it out. */
+  onEvent?: (event: "request" | "cache_hit" | "enqueued" | "overloaded" | "rate_limited") => void;
+}
+
+export class RateLimitedError extends AsuError {
+  constructor(limit: number) {
+    super(
+      429,
+      "rate_limited",
+      `Too many new build requests from your address (limit ${limit} per minute). Wait a minute and try again; polling existing builds is not limited.`,
+    );
+  }
+}
+
+/** Cache lookup, queue status, validation and enqueueing for `/api/v1/build`. */
+export class BuildService {
+  constructor(private readonly deps: BuildServiceDeps) {}
+
+  async submit(body: BuildRequestBody, clientAddress: string): Promise<BuildReply> {
+    const { config, queue } = this.deps;
+    this.deps.onEvent?.("request");
+    const request = normalizeRequest(body);
+    const hash = requestHash(request);
+
+    // Cache hit: one Redis GET, no upstream traffic.
+    const cached = await queue.getResult(hash);
+    if (cached) {
+      this.deps.onEvent?.("cache_hit");
+      return storedReply(cached.status, cached.body);
+    }
+    const existing = await queue.status(hash);
+    if (existing.state !== "unknown") return progressReply(hash, existing, request);
+
+    const validated = await validateRequest(request, {
+      config,
+      catalog: this.deps.catalog,
+      upstream: this.deps.upstream,
+    });
+
+    if (config.build_rate_limit > 0 && (await queue.hitRateLimit(clientAddress, config.build_rate_limit))) {
+      this.deps.onEvent?.("rate_limited");
+      throw new RateLimitedError(config.build_rate_limit);
+    }
+    if ((await queue.pendingCount()) >= config.max_pending_jobs) {
+      this.deps.onEvent?.("overloaded");
+      throw new OverloadedError(
+        `The server has ${config.max_pending_jobs} or more builds waiting. Please try again in a few minutes.`,
+      );
+    }
+
+    const data: BuildJobData = {
+      request,
+      profile: validated.profile,
+      enqueued_at: Date.now(),
+      result_ttl: resultTtl(request, config),
+    };
+    await queue.enqueue(hash, data);
+    this.deps.onEvent?.("enqueued");
+    const status = await queue.status(hash);
+    if (status.state === "unknown") {
+      // Finished between enqueue and now (a very fast build): answer with the result.
+      const done = await queue.getResult(hash);
+      if (done) return storedReply(done.status, done.body);
+      return progressReply(hash, { state: "queued", position: 0, enqueuedAt: data.enqueued_at }, request);
+    }
+    return progressReply(hash, status, request);
+  }
+
+  async poll(hash: string): Promise<BuildReply> {
+    const { queue } = this.deps;
+    const cached = await queue.getResult(hash);
+    if (cached) return storedReply(cached.status, cached.body);
+    const status = await queue.status(hash);
+    if (status.state === "unknown") {
+      return {
+        status: 404,
+        headers: {},
+        body: {
+          status: 404,
+          title: "Not Found",
+          detail: `No build with hash ${hash} is known here. It may have expired; send the build request again.`,
+        },
+      };
+    }
+    const job = await queue.queue.getJob(hash);
+    return progressReply(hash, status, job?.data.request);
+  }
+}
+
+/**
+ * Result TTLs as upstream ASU: `defaults` builds are short-lived, fully pinned package
+ * versions are reproducible and kept longest.
+ */
+export function resultTtl(request: NormalizedRequest, config: AsuConfig): number {
+  if (request.defaults) return config.build_defaults_ttl;
+  const wanted = request.packages.filter((p) => !p.startsWith("-"));
+  const pinned = wanted.length > 0 && wanted.every((p) => request.packages_versions[p] !== undefined);
+  return pinned ? config.build_ttl : config.build_ttl_unversioned;
+}
+
+function storedReply(status: number, body: string): BuildReply {
+  return {
+    status,
+    body,
+    headers: { "X-Imagebuilder-Status": status === 200 ? "done" : "failed" },
+  };
+}
+
+function progressReply(hash: string, status: JobStatus, request: NormalizedRequest | undefined): BuildReply {
+  const enqueuedAt = status.state === "unknown" ? Date.now() : status.enqueuedAt;
+  const base = {
+    status: 202,
+    request_hash: hash,
+    enqueued_at: new Date(enqueuedAt).toISOString(),
+    ...(request ? { request } : {}),
+  };
+  if (status.state === "queued") {
+    // LuCI shows a queue position only when the key exists, so it is sent only while queued.
+    return {
+      status: 202,
+      headers: { "X-Imagebuilder-Status": "queued", "X-Queue-Position": String(status.position) },
+      body: { ...base, detail: "queued", queue_position: status.position, imagebuilder_status: "queued" },
+    };
+  }
+  const stage = status.state === "started" ? status.stage : "init";
+  return {
+    status: 202,
+    headers: { "X-Imagebuilder-Status": stage },
+    body: { ...base, detail: "started", imagebuilder_status: stage },
+  };
+}

@@ -1,0 +1,120 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { AsuError, UnknownPackageError } from "../shared/errors.js";
+
+const TITLES: Record<number, string> = {
+  400: "Bad Request",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  413: "Payload Too Large",
+  415: "Unsupported Media Type",
+  422: "Unprocessable Entity",
+  429: "Too Many Requests",
+  500: "Internal Server Error",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+  504: "Gateway Timeout",
+  529: "Server overloaded",
+};
+
+export function errorTitle(status: number): string {
+  return TITLES[status] ?? "Error";
+}
+
+/** The JSON every client gets for an error: `status` (int) and `detail` (string) always. */
+export function errorBody(
+  status: number,
+  detail: string,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
+  return { status, title: errorTitle(status), detail, ...extra };
+}
+
+interface ValidationIssue {
+  instancePath: string;
+  message?: string;
+  params?: Record<string, unknown>;
+}
+
+/** "packages/0" → "packages[0]"; a readable place for people, not JSON pointer syntax. */
+function fieldName(issue: ValidationIssue, dataVar: string | undefined): string {
+  const parts = issue.instancePath.split("/").filter(Boolean);
+  const missing = issue.params?.missingProperty;
+  if (typeof missing === "string") parts.push(missing);
+  if (parts.length === 0) return dataVar ?? "body";
+  return parts.map((p, i) => (/^\d+$/.test(p) ? `[${p}]` : i === 0 ? p : `.${p}`)).join("");
+}
+
+function describeIssue(issue: ValidationIssue, dataVar: string | undefined): string {
+  const field = fieldName(issue, dataVar);
+  const pattern = issue.params?.pattern;
+  if (typeof pattern === "string") {
+    return `${field} contains characters that are not allowed (it must match ${pattern})`;
+  }
+  return `${field} ${issue.message ?? "is invalid"}`;
+}
+
+export function registerErrorHandler(app: FastifyInstance): void {
+  app.setErrorHandler(
+    (error: FastifyError | AsuError | Error, request: FastifyRequest, reply: FastifyReply) => {
+      if (error instanceof AsuError) {
+        if (error instanceof UnknownPackageError) {
+          // auc prints this header on 422.
+          void reply.header("X-Unknown-Package", error.packages.join(", "));
+        }
+        if (error.status >= 500) request.log.warn({ err: error }, error.detail);
+        return reply.code(error.status).send(errorBody(error.status, error.detail, error.extra));
+      }
+      const fe = error as FastifyError;
+      if (fe.validation) {
+        // OFS calls detail.startsWith(): detail must be a string; the structure goes in `errors`.
+        const issues = fe.validation as ValidationIssue[];
+        const detail = `Invalid request: ${issues.map((i) => describeIssue(i, fe.validationContext)).join("; ")}. Fix the field and send the request again.`;
+        return reply.code(422).send(
+          errorBody(422, detail, {
+            errors: issues.map((i) => ({
+              field: fieldName(i, fe.validationContext),
+              message: i.message ?? "",
+            })),
+          }),
+        );
+      }
+      const status =
+        typeof fe.statusCode === "number" && fe.statusCode >= 400 && fe.statusCode < 500
+          ? fe.statusCode
+          : 500;
+      if (status === 500) {
+        request.log.error({ err: error }, "unexpected error");
+        return reply
+          .code(500)
+          .send(
+            errorBody(
+              500,
+              "Internal server error. Please try again later; if it persists, tell the server operator.",
+            ),
+          );
+      }
+      const detail =
+        fe.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE"
+          ? "Send the request body as JSON with Content-Type: application/json."
+          : fe.code === "FST_ERR_CTP_BODY_TOO_LARGE"
+            ? "The request body is too large."
+            : fe.code === "FST_ERR_CTP_EMPTY_JSON_BODY" || fe.code === "FST_ERR_CTP_INVALID_CONTENT_LENGTH"
+              ? "The request body is empty; send a JSON build request."
+              : status === 400 && error instanceof SyntaxError
+                ? "The request body is not valid JSON."
+                : fe.message;
+      return reply.code(status).send(errorBody(status, detail));
+    },
+  );
+
+  app.setNotFoundHandler((request, reply) => {
+    return reply
+      .code(404)
+      .send(
+        errorBody(
+          404,
+          `No such endpoint: ${request.method} ${request.url.split("?")[0]}. See /docs for the API.`,
+        ),
+      );
+  });
+}

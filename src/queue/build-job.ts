@@ -1,0 +1,34 @@
+import type { NormalizedRequest } from "../request/normalize-request.js";
+
+/** The stages LuCI knows; it throws on any other `imagebuilder_status` (client-contract.md). */
+export const BUILD_STAGES = [
+  "init",
+  "container_setup",
+  "validate_revision",
+  "validate_manifest",
+  "calculate_packages_hash",
+  "building_image",
+  "signing_images",
+  "done",
+  "failed",
+  "download_imagebuilder",
+  "unpack_imagebuilder",
+] as const;
+
+export type BuildStage = (typeof BUILD_STAGES)[number];
+
+export interface BuildJobData {
+  request: NormalizedRequest;
+  /** The profile id after supported_devices mapping. */
+  profile: string;
+  /** Milliseconds since the epoch; echoed as `enqueued_at` (seconds) to clients. */
+  enqueued_at: number;
+  /** Seconds to keep a successful result (pinned, unversioned or defaults TTL). */
+  result_ttl: number;
+}
+
+export interface StoredResult {
+  status: number;
+  /** The JSON body exactly as it is sent to clients. */
+  body: string;
+}

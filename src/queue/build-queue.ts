@@ -1,0 +1,186 @@
+import { Queue, Worker, UnrecoverableError, type Job } from "bullmq";
+import { Redis } from "ioredis";
+import type { BuildJobData, BuildStage, StoredResult } from "./build-job.js";
+
+export const QUEUE_NAME = "build";
+
+export interface BuildQueueOptions {
+  redisUrl: string;
+  /** Key prefix; each test file uses its own so files can run in parallel. */
+  prefix: string;
+}
+
+export type JobStatus =
+  | { state: "queued"; position: number; enqueuedAt: number }
+  | { state: "started"; stage: BuildStage; enqueuedAt: number }
+  | { state: "unknown" };
+
+/**
+ * The only module that talks to Redis for builds. BullMQ holds the queue (job id =
+ * request hash, so identical requests build once); finished results live in plain keys
+ * `<prefix>:result:<hash>` with a per-kind TTL, so a cache hit is a single GET.
+ */
+export class BuildQueue {
+  readonly redis: Redis;
+  readonly queue: Queue<BuildJobData>;
+  private readonly prefix: string;
+  private readonly redisUrl: string;
+
+  constructor(opts: BuildQueueOptions) {
+    this.prefix = opts.prefix;
+    this.redisUrl = opts.redisUrl;
+    // BullMQ needs maxRetriesPerRequest: null on connections that block.
+    this.redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: false });
+    this.queue = new Queue<BuildJobData>(QUEUE_NAME, {
+      connection: this.redis,
+      prefix: opts.prefix,
+    });
+  }
+
+  private resultKey(hash: string): string {
+    return `${this.prefix}:result:${hash}`;
+  }
+
+  /**
+   * A stored result is "<status><json>": the HTTP status in the first three characters,
+   * so a cache hit can be answered without parsing the body.
+   */
+  async getResult(hash: string): Promise<StoredResult | undefined> {
+    const raw = await this.redis.get(this.resultKey(hash));
+    if (raw === null) return undefined;
+    return { status: Number(raw.slice(0, 3)), body: raw.slice(3) };
+  }
+
+  async setResult(hash: string, status: number, body: string, ttlSeconds: number): Promise<void> {
+    await this.redis.set(this.resultKey(hash), `${status}${body}`, "EX", Math.max(1, Math.round(ttlSeconds)));
+  }
+
+  async deleteResult(hash: string): Promise<void> {
+    await this.redis.del(this.resultKey(hash));
+  }
+
+  /** Hashes of every result still cached, for store garbage collection. */
+  async liveResultHashes(): Promise<Set<string>> {
+    const hashes = new Set<string>();
+    const prefix = `${this.prefix}:result:`;
+    let cursor = "0";
+    do {
+      const [next, keys] = await this.redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+      cursor = next;
+      for (const key of keys) hashes.add(key.slice(prefix.length));
+    } while (cursor !== "0");
+    return hashes;
+  }
+
+  async status(hash: string): Promise<JobStatus> {
+    const job = await this.queue.getJob(hash);
+    if (!job) return { state: "unknown" };
+    const state = await job.getState();
+    const enqueuedAt = job.data.enqueued_at;
+    if (
+      state === "waiting" ||
+      state === "prioritized" ||
+      state === "delayed" ||
+      state === "waiting-children"
+    ) {
+      return { state: "queued", position: await this.position(hash), enqueuedAt };
+    }
+    if (state === "active") {
+      const progress = job.progress as { stage?: BuildStage } | number | undefined;
+      const stage = typeof progress === "object" && progress?.stage ? progress.stage : "init";
+      return { state: "started", stage, enqueuedAt };
+    }
+    // completed/failed jobs are removed at once; their result key is the truth.
+    return { state: "unknown" };
+  }
+
+  /** Jobs ahead of this one: BullMQ LPUSHes new jobs and workers take from the tail. */
+  private async position(hash: string): Promise<number> {
+    const key = this.queue.keys.wait as string;
+    const [index, length] = await Promise.all([this.redis.lpos(key, hash), this.redis.llen(key)]);
+    if (index === null) return 0;
+    return Math.max(0, length - 1 - index);
+  }
+
+  /**
+   * Fixed one-minute window per client address for new builds. Returns true when the
+   * address is over `limit`. Cache hits and polls never get here.
+   */
+  async hitRateLimit(address: string, limit: number): Promise<boolean> {
+    const key = `${this.prefix}:ratelimit:${address}:${Math.floor(Date.now() / 60_000)}`;
+    const [[, count]] = (await this.redis.multi().incr(key).expire(key, 61).exec()) as [
+      [Error | null, number],
+    ];
+    return count > limit;
+  }
+
+  async pendingCount(): Promise<number> {
+    return this.queue.getWaitingCount();
+  }
+
+  async activeCount(): Promise<number> {
+    return this.queue.getActiveCount();
+  }
+
+  /**
+   * Adds a build unless one with this id exists. BullMQ ignores a second add with the
+   * same jobId, which is what makes 50 concurrent identical POSTs one build.
+   */
+  async enqueue(hash: string, data: BuildJobData): Promise<void> {
+    await this.queue.add("build", data, {
+      jobId: hash,
+      attempts: 3,
+      backoff: { type: "exponential", delay: 5000 },
+      // Results are kept in our own keys; finished jobs would otherwise block a rebuild
+      // after the result expired.
+      removeOnComplete: true,
+      removeOnFail: true,
+    });
+  }
+
+  /** Starts a BullMQ worker that runs `processor` for each build. */
+  createWorker(
+    processor: (job: BuildJobContext) => Promise<void>,
+    opts: { concurrency: number; lockDurationMs?: number },
+  ): Worker<BuildJobData> {
+    return new Worker<BuildJobData>(
+      QUEUE_NAME,
+      async (job: Job<BuildJobData>) => {
+        await processor({
+          id: job.id as string,
+          data: job.data,
+          attemptsMade: job.attemptsMade,
+          maxAttempts: job.opts.attempts ?? 1,
+          setStage: async (stage) => {
+            await job.updateProgress({ stage });
+          },
+        });
+      },
+      {
+        connection: new Redis(this.redisUrl, { maxRetriesPerRequest: null }),
+        prefix: this.prefix,
+        concurrency: opts.concurrency,
+        lockDuration: opts.lockDurationMs ?? 30_000,
+        // A worker that dies mid-build leaves a stalled job; another worker takes it over.
+        stalledInterval: Math.min(30_000, opts.lockDurationMs ?? 30_000),
+        maxStalledCount: 2,
+      },
+    );
+  }
+
+  async close(): Promise<void> {
+    await this.queue.close();
+    this.redis.disconnect();
+  }
+}
+
+export interface BuildJobContext {
+  id: string;
+  data: BuildJobData;
+  attemptsMade: number;
+  maxAttempts: number;
+  setStage(stage: BuildStage): Promise<void>;
+}
+
+/** Thrown by the processor for failures that retrying cannot fix (BullMQ skips the retries). */
+export { UnrecoverableError };

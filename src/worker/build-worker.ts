@@ -1,0 +1,82 @@
+import type { Worker } from "bullmq";
+import type { AsuConfig } from "../config/config.js";
+import { UnrecoverableError, type BuildJobContext, type BuildQueue } from "../queue/build-queue.js";
+import type { BuildJobData } from "../queue/build-job.js";
+import { AsuError, BuildError } from "../shared/errors.js";
+import type { Stats } from "../stats/stats.js";
+import { runBuildPipeline, type PipelineDeps } from "./build-pipeline.js";
+
+export interface WorkerLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface BuildWorkerDeps extends PipelineDeps {
+  config: AsuConfig;
+  queue: BuildQueue;
+  stats: Stats;
+  logger: WorkerLogger;
+}
+
+/**
+ * Runs builds from the queue. User faults (impossible selection, too big, wrong revision)
+ * are stored as failed results at once; anything else is retried by BullMQ and stored as a
+ * failure only after the last attempt.
+ */
+export function startBuildWorker(deps: BuildWorkerDeps): Worker<BuildJobData> {
+  const worker = deps.queue.createWorker((job) => processJob(job, deps), {
+    concurrency: Math.max(1, deps.config.workers),
+    lockDurationMs: 30_000,
+  });
+  worker.on("error", (err) => deps.logger.error({ err }, "worker error"));
+  return worker;
+}
+
+export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): Promise<void> {
+  const { config, queue, stats, logger } = deps;
+  const req = job.data.request;
+  const started = Date.now();
+  const facts = { hash: job.id, version: req.version, target: req.target, profile: job.data.profile };
+  try {
+    const result = await runBuildPipeline(job.id, job.data, deps, job.setStage);
+    await queue.setResult(job.id, 200, JSON.stringify(result.body), job.data.result_ttl);
+    await job.setStage("done");
+    const durationMs = Date.now() - started;
+    logger.info(
+      { ...facts, durationMs, makeMs: result.makeMs, imagebuilderMs: result.imagebuilderMs },
+      "build done",
+    );
+    await stats.recordBuild({
+      ...facts,
+      ok: true,
+      durationMs: durationMs - result.imagebuilderMs,
+      makeMs: result.makeMs,
+    });
+  } catch (err) {
+    const userFault = err instanceof BuildError ? err.userFault : err instanceof AsuError && err.status < 500;
+    const lastAttempt = job.attemptsMade + 1 >= job.maxAttempts;
+    const detail =
+      err instanceof AsuError ? err.detail : "Error: The build failed unexpectedly. Please try again later.";
+    logger.warn({ ...facts, err, userFault, lastAttempt }, "build failed");
+    if (userFault || lastAttempt) {
+      const extra = err instanceof AsuError ? err.extra : {};
+      const body = {
+        status: 500,
+        title: "Build failed",
+        detail,
+        request: req,
+        request_hash: job.id,
+        enqueued_at: new Date(job.data.enqueued_at).toISOString(),
+        imagebuilder_status: "failed",
+        stdout: typeof extra.stdout === "string" ? extra.stdout : "",
+        stderr: typeof extra.stderr === "string" ? extra.stderr : "",
+      };
+      await queue.setResult(job.id, 500, JSON.stringify(body), config.build_failure_ttl);
+      await job.setStage("failed");
+      await stats.recordBuild({ ...facts, ok: false, detail, durationMs: Date.now() - started, makeMs: 0 });
+      if (userFault) throw new UnrecoverableError(detail);
+    }
+    throw err;
+  }
+}
