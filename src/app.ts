@@ -12,6 +12,7 @@ import type { BuildJobData } from "./queue/build-job.js";
 import { resolveRedis } from "./queue/embedded-redis.js";
 import { Stats } from "./stats/stats.js";
 import { LocalStore } from "./store/local-store.js";
+import { collectStoreGarbage, type StoreGcReport } from "./store/store-gc.js";
 import { Catalog } from "./upstream/catalog.js";
 import { UpstreamClient } from "./upstream/upstream-client.js";
 import { startBuildWorker } from "./worker/build-worker.js";
@@ -37,6 +38,27 @@ export interface StartOptions {
   /** Start redis-server if needed (only `asu start` does this). */
   embeddedRedis?: boolean;
   quiet?: boolean;
+}
+
+export function runStoreGc(config: AsuConfig, queue: BuildQueue, store: LocalStore): Promise<StoreGcReport> {
+  return collectStoreGarbage({
+    store,
+    liveHashes: () => queue.liveResultHashes(),
+    forget: (hash) => queue.deleteResult(hash),
+    maxBytes: config.store_max_bytes,
+  });
+}
+
+/** `asu gc`: one garbage collection of the store, then exit. */
+export async function collectGarbageOnce(config: AsuConfig): Promise<StoreGcReport> {
+  const queue = new BuildQueue({ redisUrl: config.redis_url ?? "redis://127.0.0.1:6379", prefix: config.redis_prefix });
+  try {
+    const store = new LocalStore(config.public_path);
+    await store.init();
+    return await runStoreGc(config, queue, store);
+  } finally {
+    await queue.close();
+  }
 }
 
 /** The one place where config, clients, services and the Fastify app are created and wired. */
@@ -94,6 +116,14 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
     });
     const w = worker;
     closers.push(() => w.close());
+    // Expired builds leave the disk within minutes; the budget bounds the rest.
+    const gcTimer = setInterval(() => {
+      runStoreGc(config, queue, store)
+        .then((report) => logger.debug({ report }, "store garbage collected"))
+        .catch((err: unknown) => logger.warn({ err }, "store garbage collection failed"));
+    }, 10 * 60_000);
+    gcTimer.unref();
+    closers.push(async () => clearInterval(gcTimer));
   }
 
   if (opts.role !== "worker") {

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command } from "commander";
-import { startServer, type Role } from "../app.js";
+import { collectGarbageOnce, startServer, type Role } from "../app.js";
 import { loadConfig, type AsuConfig } from "../config/config.js";
 import { ConfigError } from "../shared/errors.js";
 import { VERSION } from "../shared/version.js";
@@ -65,6 +65,13 @@ withCommon(program.command("serve").description("the HTTP API only")).action((op
 );
 withCommon(program.command("worker").description("a build worker only")).action((opts: CommonOptions) =>
   run("worker", opts, false),
+);
+
+withCommon(program.command("gc").description("remove expired builds from the store, and the oldest when over store_max_bytes")).action(
+  async (opts: CommonOptions) => {
+    const report = await collectGarbageOnce(readConfig(opts));
+    process.stdout.write(`${JSON.stringify(report)}\n`);
+  },
 );
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -68,6 +68,8 @@ export const RawConfigSchema = Type.Object(
     signing_key: Type.Optional(Type.String()),
     build_rate_limit: Type.Optional(Type.Integer({ minimum: 0 })),
     max_log_bytes: Type.Optional(Type.Integer({ minimum: 1024 })),
+    store_max_bytes: Type.Optional(Type.Integer({ minimum: 0 })),
+    redis_prefix: Type.Optional(Type.String({ pattern: "^[\\w.-]+$" })),
   },
   { additionalProperties: false },
 );
@@ -120,6 +122,10 @@ export interface AsuConfig {
   build_rate_limit: number;
   /** Cap on captured stdout/stderr per command. */
   max_log_bytes: number;
+  /** Disk budget for the store; 0 = none (expired builds are still removed). */
+  store_max_bytes: number;
+  /** Prefix of every Redis key, so several servers can share one Redis. */
+  redis_prefix: string;
 }
 
 const DEFAULTS = {
@@ -146,6 +152,8 @@ const DEFAULTS = {
   cache_path: "var/cache",
   build_rate_limit: 30,
   max_log_bytes: 4 * 1024 * 1024,
+  store_max_bytes: 0,
+  redis_prefix: "asu",
 };
 
 const LOG_LEVELS: Record<string, LogLevel> = {
@@ -260,6 +268,8 @@ export function loadConfig(options: LoadConfigOptions = {}): AsuConfig {
     cache_path: path.resolve(cwd, conf.cache_path ?? DEFAULTS.cache_path),
     build_rate_limit: conf.build_rate_limit ?? DEFAULTS.build_rate_limit,
     max_log_bytes: conf.max_log_bytes ?? DEFAULTS.max_log_bytes,
+    store_max_bytes: conf.store_max_bytes ?? DEFAULTS.store_max_bytes,
+    redis_prefix: conf.redis_prefix ?? DEFAULTS.redis_prefix,
   };
   if (conf.redis_url !== undefined) config.redis_url = conf.redis_url;
   if (conf.signing_key !== undefined && conf.signing_key !== "") {
