@@ -1,0 +1,91 @@
+import { SchemaError } from "../shared/errors.js";
+import type { BuildRequestBody, Filesystem, RepositoriesMode } from "./build-request-schema.js";
+
+/**
+ * A build request in one canonical form: what the hash is computed from, what the worker
+ * builds, and what is echoed back as `request` (owut reads `version_code`, `rootfs_size_mb`
+ * and `defaults` from it, so they are always present, null when unset). `client` is left
+ * out on purpose: the same image must have the same hash whichever client asked.
+ */
+export interface NormalizedRequest {
+  distro: string;
+  version: string;
+  version_code: string;
+  target: string;
+  /** Commas turned into underscores (`tplink,archer-c7-v5` → `tplink_archer-c7-v5`). */
+  profile: string;
+  /** The user's order, deduplicated; `+` stripped; `-name` kept as a removal; no `kernel`/`libc`. */
+  packages: string[];
+  packages_versions: Record<string, string>;
+  diff_packages: boolean;
+  /** null when absent or empty. */
+  defaults: string | null;
+  rootfs_size_mb: number | null;
+  filesystem: Filesystem | null;
+  repositories: Record<string, string>;
+  repositories_mode: RepositoriesMode;
+  repository_keys: string[];
+}
+
+/**
+ * Packages that are always part of an image and cannot be asked for: LuCI's package list
+ * (rpcd's packagelist) includes `kernel` and `libc` because they appear in the router's
+ * package database, but the ImageBuilder installs both itself, and `kernel`'s version
+ * carries a vermagic hash that would never match a request. They are dropped, never errors.
+ */
+export const PSEUDO_PACKAGES: ReadonlySet<string> = new Set(["kernel", "libc"]);
+
+/** Turns a schema-valid body into a NormalizedRequest; also tolerates missing optional fields. */
+export function normalizeRequest(body: BuildRequestBody): NormalizedRequest {
+  const packagesVersions = ownEntries(body.packages_versions);
+  const names = [...(body.packages ?? []), ...packagesVersions.map(([name]) => name)];
+  const packages: string[] = [];
+  const seen = new Set<string>();
+  for (const raw of names) {
+    // "+name" is how LuCI and OFS mark an added package; it means the same as "name".
+    const name = raw.trim().replace(/^\+/, "");
+    if (name === "" || name === "-") continue;
+    if (PSEUDO_PACKAGES.has(name.replace(/^-/, ""))) continue;
+    if (seen.has(name)) continue;
+    seen.add(name);
+    packages.push(name);
+  }
+
+  return {
+    distro: (body.distro ?? "openwrt").trim() || "openwrt",
+    version: body.version.trim(),
+    version_code: (body.version_code ?? "").trim(),
+    target: body.target.trim(),
+    // auc and owut already send underscores; LuCI sends the board_name with its comma.
+    profile: body.profile.trim().replaceAll(",", "_"),
+    packages,
+    packages_versions: Object.fromEntries(packagesVersions),
+    diff_packages: body.diff_packages ?? false,
+    // OFS sends "" when the user typed no script.
+    defaults:
+      body.defaults === undefined || body.defaults === null || body.defaults === "" ? null : body.defaults,
+    rootfs_size_mb: normalizeRootfsSize(body.rootfs_size_mb),
+    filesystem: body.filesystem ?? null,
+    repositories: Object.fromEntries(ownEntries(body.repositories)),
+    repositories_mode: body.repositories_mode === "replace" ? "replace" : "append",
+    repository_keys: [...(body.repository_keys ?? [])],
+  };
+}
+
+/** LuCI sends `"512"`; owut an integer; "" and null mean "the device's default". */
+function normalizeRootfsSize(value: number | string | null | undefined): number | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value === "number") return value;
+  const trimmed = value.trim();
+  if (trimmed === "") return null;
+  if (!/^\d+$/.test(trimmed)) {
+    throw new SchemaError(
+      `rootfs_size_mb must be a whole number of MB, such as 512; got ${JSON.stringify(value)}.`,
+    );
+  }
+  return Number(trimmed);
+}
+
+function ownEntries(record: Record<string, string> | undefined): [string, string][] {
+  return record ? Object.entries(record) : [];
+}
