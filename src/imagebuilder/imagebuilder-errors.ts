@@ -1,0 +1,59 @@
+import { AsuError } from "../shared/errors.js";
+
+/**
+ * Failures while getting an ImageBuilder. `retryable` tells the worker whether a later
+ * attempt can succeed (BullMQ's UnrecoverableError idea):
+ * - retryable: the network or the mirror failed us, or the local disk did; try again later.
+ * - not retryable: the ImageBuilder is missing upstream, or it failed a sha256, signature or
+ *   archive-safety check; trying again fetches the same bad bytes. The operator must act.
+ */
+export class ImageBuilderError extends AsuError {
+  readonly retryable: boolean;
+  constructor(status: number, code: string, detail: string, retryable: boolean) {
+    super(status, code, detail);
+    this.retryable = retryable;
+  }
+}
+
+/** 502, retryable: network error, timeout or a 5xx from the download server. */
+export class ImageBuilderUnavailableError extends ImageBuilderError {
+  constructor(detail: string) {
+    super(502, "imagebuilder_unavailable", detail, true);
+  }
+}
+
+/** 404, not retryable: upstream publishes no ImageBuilder (or no sha256sums) for the target. */
+export class ImageBuilderNotFoundError extends ImageBuilderError {
+  constructor(detail: string) {
+    super(404, "imagebuilder_not_found", detail, false);
+  }
+}
+
+/**
+ * 502, not retryable: the download failed verification (sha256, usign signature, missing
+ * required signature) or the archive is unsafe to unpack (absolute paths, "..", escaping
+ * links, device files).
+ */
+export class ImageBuilderVerificationError extends ImageBuilderError {
+  constructor(detail: string) {
+    super(502, "imagebuilder_untrusted", detail, false);
+  }
+}
+
+/** 500, retryable: tar failed on an archive that passed its checks, e.g. the disk is full. */
+export class ImageBuilderUnpackError extends ImageBuilderError {
+  constructor(detail: string) {
+    super(500, "imagebuilder_unpack_failed", detail, true);
+  }
+}
+
+/**
+ * Whether the worker should retry a job that failed with `err`: ImageBuilder errors say so
+ * themselves, other AsuErrors are the request's fault, and anything unexpected (EIO, a bug)
+ * gets the benefit of the doubt.
+ */
+export function isRetryable(err: unknown): boolean {
+  if (err instanceof ImageBuilderError) return err.retryable;
+  if (err instanceof AsuError) return false;
+  return true;
+}

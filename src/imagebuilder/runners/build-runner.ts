@@ -1,0 +1,53 @@
+import type { RunResult } from "../process-runner.js";
+
+/** PATH inside a build, sandboxed or not. */
+export const BUILD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** One build's private copy of an unpacked ImageBuilder, plus its output and files folders. */
+export interface Workspace {
+  /** The build's ImageBuilder tree: run `make` here. */
+  dir: string;
+  /** Pass as BIN_DIR; the finished images land here. */
+  binDir: string;
+  /** Pass as FILES; the worker writes uci-defaults and other user files here. */
+  filesDir: string;
+  /** The folder that holds dir, binDir and filesDir; nothing outside it is writable by the build. */
+  root: string;
+  /** The shared package download cache that appears as `<dir>/dl`. */
+  dlDir: string;
+  /** Folders inside `dir` that are hardlinked to the shared tree and therefore read-only. */
+  readOnlyDirs: string[];
+  /** Deletes the workspace. Safe to call twice. */
+  dispose(): Promise<void>;
+}
+
+export interface CreateWorkspaceOptions {
+  /** The shared package download cache for this ImageBuilder (ImageBuilderLease.dlDir). */
+  sharedDlDir: string;
+  /**
+   * Where workspaces are created; must be on the same filesystem as the ImageBuilder tree
+   * (hardlinks). Default: a `workspaces` folder next to the tree.
+   */
+  workspacesDir?: string;
+}
+
+export interface RunnerRunOptions {
+  /** argv, e.g. ["make", "image", "PROFILE=x", ...]; never a shell string. */
+  args: string[];
+  timeoutMs: number;
+  maxOutputBytes: number;
+  signal?: AbortSignal;
+}
+
+export type SandboxCheck = { ok: true } | { ok: false; reason: string };
+
+/** How builds are run: "native" (bubblewrap) or "unsandboxed" (allow_unsandboxed). */
+export interface BuildRunner {
+  readonly kind: "native" | "unsandboxed";
+  createWorkspace(imagebuilderRoot: string, opts: CreateWorkspaceOptions): Promise<Workspace>;
+  run(ws: Workspace, opts: RunnerRunOptions): Promise<RunResult>;
+}
+
+export interface RunnerLogger {
+  warn(msg: string): void;
+}

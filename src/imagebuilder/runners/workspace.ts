@@ -1,0 +1,116 @@
+import { lstat, mkdir, mkdtemp, readdir, rm, stat, symlink } from "node:fs/promises";
+import path from "node:path";
+import type { ProcessRunner } from "../process-runner.js";
+import type { CreateWorkspaceOptions, Workspace } from "./build-runner.js";
+
+/**
+ * How a build gets its own ImageBuilder tree, cheaply, without being able to change the
+ * shared unpacked tree or another build's workspace.
+ *
+ * A plain hardlink farm (`cp -al`) is not enough: the ImageBuilder rewrites files that ship
+ * in the tarball (`> packages/Packages`, `.profiles.mk`, files in the kernel build dir), and
+ * an O_TRUNC write into a hardlink changes the one inode every workspace shares. Overlayfs
+ * would be ideal but needs privileges (bubblewrap 0.8 has no --overlay). So:
+ * - folders the ImageBuilder only reads (LINKED_READ_ONLY) are hardlinked, and the sandbox
+ *   bind-mounts them read-only: a build that writes there fails loudly with EROFS and
+ *   corrupts nothing;
+ * - everything else is copied with `cp -a --reflink=auto`: copy-on-write on btrfs/XFS, a
+ *   real copy elsewhere (a few seconds for a large ImageBuilder, against builds of minutes).
+ * `dl/` is never copied: it is the shared package cache, bind-mounted (or symlinked when
+ * unsandboxed) so that a second build does not download the same packages again.
+ */
+export const DEFAULT_LINKED_READ_ONLY = ["include", "scripts", "target/linux", "staging_dir/host/lib"];
+
+const CP_TIMEOUT_MS = 10 * 60_000;
+const CP_ENV = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" };
+
+export interface WorkspaceFactoryOptions extends CreateWorkspaceOptions {
+  processRunner: ProcessRunner;
+  linkedReadOnly: string[];
+  /** "mountpoint": an empty dl/ for the sandbox to bind over; "symlink": dl -> sharedDlDir. */
+  dl: "mountpoint" | "symlink";
+}
+
+export async function createWorkspaceTree(
+  imagebuilderRoot: string,
+  opts: WorkspaceFactoryOptions,
+): Promise<Workspace> {
+  const base = path.resolve(imagebuilderRoot);
+  const baseStat = await stat(base);
+  if (!baseStat.isDirectory()) throw new Error(`${base} is not an unpacked ImageBuilder`);
+  const parent = path.resolve(opts.workspacesDir ?? path.join(path.dirname(base), "workspaces"));
+  await mkdir(parent, { recursive: true, mode: 0o700 });
+  await mkdir(opts.sharedDlDir, { recursive: true });
+  const root = await mkdtemp(path.join(parent, "ws-"));
+  const dir = path.join(root, "ib");
+  const binDir = path.join(root, "bin");
+  const filesDir = path.join(root, "files");
+  let disposed = false;
+  const dispose = async (): Promise<void> => {
+    if (disposed) return;
+    disposed = true;
+    // rm never follows symlinks, so the dl link and the hardlinked files only lose their names.
+    await rm(root, { recursive: true, force: true, maxRetries: 3 });
+  };
+
+  try {
+    await mkdir(dir, { mode: baseStat.mode & 0o7777 });
+    await mkdir(binDir);
+    await mkdir(filesDir);
+    const linked = new Set(opts.linkedReadOnly.map((p) => path.posix.normalize(p).replace(/\/+$/, "")));
+    const readOnlyDirs: string[] = [];
+    await mirror(opts.processRunner, base, dir, "", linked, readOnlyDirs);
+    const dlPath = path.join(dir, "dl");
+    if (opts.dl === "symlink") await symlink(path.resolve(opts.sharedDlDir), dlPath);
+    else await mkdir(dlPath);
+    return { dir, binDir, filesDir, root, dlDir: path.resolve(opts.sharedDlDir), readOnlyDirs, dispose };
+  } catch (err) {
+    await dispose();
+    throw err;
+  }
+}
+
+async function mirror(
+  runner: ProcessRunner,
+  src: string,
+  dst: string,
+  rel: string,
+  linked: Set<string>,
+  readOnlyDirs: string[],
+): Promise<void> {
+  const toLink: string[] = [];
+  const toCopy: string[] = [];
+  for (const name of (await readdir(src)).sort()) {
+    const relPath = rel === "" ? name : `${rel}/${name}`;
+    if (relPath === "dl") continue;
+    const st = await lstat(path.join(src, name));
+    if (linked.has(relPath) && st.isDirectory()) {
+      toLink.push(name);
+      readOnlyDirs.push(path.join(dst, name));
+    } else if (st.isDirectory() && [...linked].some((l) => l.startsWith(`${relPath}/`))) {
+      await mkdir(path.join(dst, name), { mode: st.mode & 0o7777 });
+      await mirror(runner, path.join(src, name), path.join(dst, name), relPath, linked, readOnlyDirs);
+    } else {
+      toCopy.push(name);
+    }
+  }
+  if (toLink.length > 0) await cp(runner, ["-al"], src, toLink, dst);
+  if (toCopy.length > 0) await cp(runner, ["-a", "--reflink=auto"], src, toCopy, dst);
+}
+
+async function cp(
+  runner: ProcessRunner,
+  flags: string[],
+  src: string,
+  names: string[],
+  dst: string,
+): Promise<void> {
+  // "--" and absolute paths: no name from the archive can be taken for an option.
+  const argv = ["cp", ...flags, "--", ...names.map((n) => path.join(src, n)), `${dst}/`];
+  const result = await runner.run({ argv, env: CP_ENV, timeoutMs: CP_TIMEOUT_MS, maxOutputBytes: 64 * 1024 });
+  if (result.code !== 0) {
+    throw new Error(
+      `creating the workspace failed: cp ${flags.join(" ")} exited ${result.code ?? result.signal}: ${result.stderr.trim()}`,
+    );
+  }
+}
