@@ -53,7 +53,9 @@ async function main(): Promise<void> {
     imagebuilder_status: "done",
     request_hash: hash,
     manifest,
-    images: [{ name: "openwrt-sysupgrade.bin", sha256: "0".repeat(64), type: "sysupgrade", filesystem: "squashfs" }],
+    images: [
+      { name: "openwrt-sysupgrade.bin", sha256: "0".repeat(64), type: "sysupgrade", filesystem: "squashfs" },
+    ],
   });
   await server.server.queue.setResult(hash, 200, result, 3600);
   const check = await request(server.url, "POST", "/api/v1/build", body);
@@ -87,7 +89,14 @@ async function main(): Promise<void> {
 
   const base = figures[0]?.[1] as Figures;
   console.log(`\n${seconds}s per run, ${connections} connections, loopback, one process each side`);
-  console.log("run".padEnd(34), "req/s".padStart(9), "p50 ms".padStart(8), "p99 ms".padStart(8), "rps/floor".padStart(10), "errors".padStart(7));
+  console.log(
+    "run".padEnd(34),
+    "req/s".padStart(9),
+    "p50 ms".padStart(8),
+    "p99 ms".padStart(8),
+    "rps/floor".padStart(10),
+    "errors".padStart(7),
+  );
   for (const [name, f] of figures) {
     console.log(
       name.padEnd(34),

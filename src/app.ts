@@ -51,7 +51,10 @@ export function runStoreGc(config: AsuConfig, queue: BuildQueue, store: LocalSto
 
 /** `asu gc`: one garbage collection of the store, then exit. */
 export async function collectGarbageOnce(config: AsuConfig): Promise<StoreGcReport> {
-  const queue = new BuildQueue({ redisUrl: config.redis_url ?? "redis://127.0.0.1:6379", prefix: config.redis_prefix });
+  const queue = new BuildQueue({
+    redisUrl: config.redis_url ?? "redis://127.0.0.1:6379",
+    prefix: config.redis_prefix,
+  });
   try {
     const store = new LocalStore(config.public_path);
     await store.init();

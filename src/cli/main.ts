@@ -67,12 +67,14 @@ withCommon(program.command("worker").description("a build worker only")).action(
   run("worker", opts, false),
 );
 
-withCommon(program.command("gc").description("remove expired builds from the store, and the oldest when over store_max_bytes")).action(
-  async (opts: CommonOptions) => {
-    const report = await collectGarbageOnce(readConfig(opts));
-    process.stdout.write(`${JSON.stringify(report)}\n`);
-  },
-);
+withCommon(
+  program
+    .command("gc")
+    .description("remove expired builds from the store, and the oldest when over store_max_bytes"),
+).action(async (opts: CommonOptions) => {
+  const report = await collectGarbageOnce(readConfig(opts));
+  process.stdout.write(`${JSON.stringify(report)}\n`);
+});
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`asu: ${err instanceof Error ? err.message : String(err)}\n`);

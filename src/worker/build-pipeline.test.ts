@@ -4,13 +4,9 @@ import { branchFor, diffPackages } from "./build-pipeline.js";
 
 describe("diffPackages", () => {
   it("removes default packages the request does not list, keeping the user's order", () => {
-    expect(diffPackages(["luci", "base-files", "tcpdump"], ["base-files", "dnsmasq", "dropbear", "base-files"])).toEqual([
-      "luci",
-      "base-files",
-      "tcpdump",
-      "-dnsmasq",
-      "-dropbear",
-    ]);
+    expect(
+      diffPackages(["luci", "base-files", "tcpdump"], ["base-files", "dnsmasq", "dropbear", "base-files"]),
+    ).toEqual(["luci", "base-files", "tcpdump", "-dnsmasq", "-dropbear"]);
   });
 
   it("does not repeat a removal the user asked for", () => {

@@ -140,13 +140,18 @@ export async function waitForBuild(base: string, hash: string, timeoutMs = 90_00
   for (;;) {
     const res = await request(base, "GET", `/api/v1/build/${hash}`);
     if (res.status !== 202) return res;
-    if (Date.now() > deadline) throw new Error(`build ${hash} still ${String(res.body.imagebuilder_status)} after ${timeoutMs} ms`);
+    if (Date.now() > deadline)
+      throw new Error(`build ${hash} still ${String(res.body.imagebuilder_status)} after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
 
 /** POSTs a build and waits for its final answer. */
-export async function build(base: string, body: Record<string, unknown>, timeoutMs?: number): Promise<JsonResponse> {
+export async function build(
+  base: string,
+  body: Record<string, unknown>,
+  timeoutMs?: number,
+): Promise<JsonResponse> {
   const first = await request(base, "POST", "/api/v1/build", body);
   if (first.status !== 202) return first;
   return waitForBuild(base, String(first.body.request_hash), timeoutMs);
