@@ -35,6 +35,24 @@ afterEach(async () => {
   await upstream.close();
 });
 
+describe("UpstreamClient documents", () => {
+  it("reads a .versions.json whose upcoming_version is null, as downloads.openwrt.org publishes it", async () => {
+    await upstream.close();
+    upstream = await startFixtureUpstream({
+      ...sampleUpstreamTree(),
+      ".versions.json": {
+        stable_version: "24.10.4",
+        oldstable_version: null,
+        upcoming_version: null,
+        versions_list: ["24.10.4"],
+      },
+    });
+    const versions = await client().getVersions();
+    expect(versions.stable_version).toBe("24.10.4");
+    expect(versions.upcoming_version).toBeNull();
+  });
+});
+
 describe("UpstreamClient caching", () => {
   it("serves a fresh document from memory without asking again", async () => {
     const c = client();

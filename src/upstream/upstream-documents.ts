@@ -9,9 +9,10 @@ import Type, { type Static } from "typebox";
 
 /** `/.versions.json`. */
 export const VersionsJsonSchema = Type.Object({
-  stable_version: Type.Optional(Type.String()),
-  oldstable_version: Type.Optional(Type.String()),
-  upcoming_version: Type.Optional(Type.String()),
+  // downloads.openwrt.org publishes `"upcoming_version": null` between release candidates.
+  stable_version: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  oldstable_version: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  upcoming_version: Type.Optional(Type.Union([Type.String(), Type.Null()])),
   versions_list: Type.Array(Type.String()),
 });
 export type VersionsJson = Static<typeof VersionsJsonSchema>;
