@@ -6,7 +6,7 @@ import type { AsuConfig } from "./config/config.js";
 import { createApp } from "./http/app.js";
 import { ImageBuilderManager } from "./imagebuilder/imagebuilder-manager.js";
 import { ProcessRunner } from "./imagebuilder/process-runner.js";
-import { createRunner } from "./imagebuilder/runners/native-runner.js";
+import { createRunner, defaultHiddenPaths } from "./imagebuilder/runners/native-runner.js";
 import { BuildQueue } from "./queue/build-queue.js";
 import type { BuildJobData } from "./queue/build-job.js";
 import { resolveRedis } from "./queue/embedded-redis.js";
@@ -75,10 +75,11 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
       })
     : { url: config.redis_url ?? "redis://127.0.0.1:6379" };
 
-  const queue = new BuildQueue({ redisUrl: redis.url, prefix: opts.redisPrefix ?? "asu" });
+  const prefix = opts.redisPrefix ?? config.redis_prefix;
+  const queue = new BuildQueue({ redisUrl: redis.url, prefix });
   const stats = new Stats(
     queue.redis,
-    opts.redisPrefix ?? "asu",
+    prefix,
     () => queue.pendingCount(),
     (err) => logger.warn({ err }, "stats write failed"),
   );
@@ -104,8 +105,9 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
       cacheDir: config.cache_path,
       upstreamUrl: config.upstream_url,
       requireSignatures: config.require_signatures,
-      logger,
+      logger: { info: (msg) => logger.info(msg), warn: (msg) => logger.warn(msg) },
       processRunner,
+      checkIntervalMs: config.imagebuilder_check_interval * 1000,
     });
     worker = startBuildWorker({
       config,

@@ -70,6 +70,8 @@ export const RawConfigSchema = Type.Object(
     max_log_bytes: Type.Optional(Type.Integer({ minimum: 1024 })),
     store_max_bytes: Type.Optional(Type.Integer({ minimum: 0 })),
     redis_prefix: Type.Optional(Type.String({ pattern: "^[\\w.-]+$" })),
+    worker_lock_duration: Type.Optional(Duration),
+    imagebuilder_check_interval: Type.Optional(Duration),
   },
   { additionalProperties: false },
 );
@@ -126,6 +128,12 @@ export interface AsuConfig {
   store_max_bytes: number;
   /** Prefix of every Redis key, so several servers can share one Redis. */
   redis_prefix: string;
+  /** A worker that stops renewing a build's lock this long is presumed dead; another takes the build over. */
+  worker_lock_duration: number;
+  /** How often a worker asks upstream whether an ImageBuilder changed (a new snapshot). */
+  imagebuilder_check_interval: number;
+  /** The asu.toml that was read, if any; hidden from builds. */
+  config_file?: string;
 }
 
 const DEFAULTS = {
@@ -154,6 +162,8 @@ const DEFAULTS = {
   max_log_bytes: 4 * 1024 * 1024,
   store_max_bytes: 0,
   redis_prefix: "asu",
+  worker_lock_duration: "30s",
+  imagebuilder_check_interval: "1m",
 };
 
 const LOG_LEVELS: Record<string, LogLevel> = {
@@ -214,7 +224,14 @@ export function loadConfig(options: LoadConfigOptions = {}): AsuConfig {
 
   const conf = raw as RawConfig;
   const duration = (
-    key: "job_timeout" | "build_ttl" | "build_ttl_unversioned" | "build_defaults_ttl" | "build_failure_ttl",
+    key:
+      | "job_timeout"
+      | "build_ttl"
+      | "build_ttl_unversioned"
+      | "build_defaults_ttl"
+      | "build_failure_ttl"
+      | "worker_lock_duration"
+      | "imagebuilder_check_interval",
   ) => {
     const value = conf[key] ?? DEFAULTS[key];
     const seconds = parseDuration(value);
@@ -270,7 +287,10 @@ export function loadConfig(options: LoadConfigOptions = {}): AsuConfig {
     max_log_bytes: conf.max_log_bytes ?? DEFAULTS.max_log_bytes,
     store_max_bytes: conf.store_max_bytes ?? DEFAULTS.store_max_bytes,
     redis_prefix: conf.redis_prefix ?? DEFAULTS.redis_prefix,
+    worker_lock_duration: duration("worker_lock_duration"),
+    imagebuilder_check_interval: duration("imagebuilder_check_interval"),
   };
+  if (existsSync(file)) config.config_file = file;
   if (conf.redis_url !== undefined) config.redis_url = conf.redis_url;
   if (conf.signing_key !== undefined && conf.signing_key !== "") {
     config.signing_key = path.resolve(cwd, conf.signing_key);

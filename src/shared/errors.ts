@@ -68,12 +68,15 @@ export class UpstreamError extends AsuError {
  */
 export class BuildError extends AsuError {
   readonly userFault: boolean;
+  /** Whether another attempt could succeed; by default only failures that are not the user's. */
+  readonly retryable: boolean;
   constructor(
     detail: string,
-    opts: { userFault: boolean; stdout?: string; stderr?: string } = { userFault: true },
+    opts: { userFault: boolean; retryable?: boolean; stdout?: string; stderr?: string } = { userFault: true },
   ) {
     super(500, "build_failed", detail, { stdout: opts.stdout ?? "", stderr: opts.stderr ?? "" });
     this.userFault = opts.userFault;
+    this.retryable = opts.retryable ?? !opts.userFault;
   }
 }
 

@@ -5,6 +5,7 @@ import type { AsuConfig, BranchConfig } from "../config/config.js";
 import type { BuildJobData, BuildStage } from "../queue/build-job.js";
 import { applyPackageChanges } from "../request/package-changes.js";
 import { BuildError } from "../shared/errors.js";
+import { applyCustomRepositories } from "./custom-repositories.js";
 import {
   exceedsStorage,
   impossibleSelectionDetail,
@@ -135,8 +136,10 @@ export async function runBuildPipeline(
     });
     makeMs += result.durationMs;
     if (result.timedOut) {
+      // A hung build hangs again: no retry.
       throw new BuildError(`Error: Build timed out after ${config.job_timeout} s and was stopped.`, {
         userFault: false,
+        retryable: false,
         stdout: result.stdout,
         stderr: result.stderr,
       });
@@ -146,6 +149,7 @@ export async function runBuildPipeline(
 
   const ws = await deps.runner.createWorkspace(lease.root, { sharedDlDir: lease.dlDir });
   try {
+    await applyCustomRepositories(ws.dir, req);
     await setStage("validate_revision");
     const infoRun = await make(["info"]);
     if (infoRun.code !== 0) {

@@ -2,6 +2,7 @@ import type { Worker } from "bullmq";
 import type { AsuConfig } from "../config/config.js";
 import { UnrecoverableError, type BuildJobContext, type BuildQueue } from "../queue/build-queue.js";
 import type { BuildJobData } from "../queue/build-job.js";
+import { isRetryable } from "../imagebuilder/imagebuilder-errors.js";
 import { AsuError, BuildError } from "../shared/errors.js";
 import type { Stats } from "../stats/stats.js";
 import { runBuildPipeline, type PipelineDeps } from "./build-pipeline.js";
@@ -27,7 +28,7 @@ export interface BuildWorkerDeps extends PipelineDeps {
 export function startBuildWorker(deps: BuildWorkerDeps): Worker<BuildJobData> {
   const worker = deps.queue.createWorker((job) => processJob(job, deps), {
     concurrency: Math.max(1, deps.config.workers),
-    lockDurationMs: 30_000,
+    lockDurationMs: deps.config.worker_lock_duration * 1000,
   });
   worker.on("error", (err) => deps.logger.error({ err }, "worker error"));
   return worker;
@@ -55,11 +56,18 @@ export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): P
     });
   } catch (err) {
     const userFault = err instanceof BuildError ? err.userFault : err instanceof AsuError && err.status < 500;
+    // Bad signatures, tampered archives and timeouts fail the same way on every attempt.
+    const retryable = err instanceof BuildError ? err.retryable : !userFault && isRetryable(err);
     const lastAttempt = job.attemptsMade + 1 >= job.maxAttempts;
     const detail =
-      err instanceof AsuError ? err.detail : "Error: The build failed unexpectedly. Please try again later.";
-    logger.warn({ ...facts, err, userFault, lastAttempt }, "build failed");
-    if (userFault || lastAttempt) {
+      err instanceof BuildError
+        ? err.detail
+        : err instanceof AsuError
+          ? // ImageBuilder and upstream failures: the server's problem, said so plainly.
+            `Error: Could not prepare the ImageBuilder: ${err.detail}. Please try again later or tell the server operator.`
+          : "Error: The build failed unexpectedly. Please try again later.";
+    logger.warn({ ...facts, err, userFault, retryable, lastAttempt }, "build failed");
+    if (!retryable || lastAttempt) {
       const extra = err instanceof AsuError ? err.extra : {};
       const body = {
         status: 500,
@@ -75,7 +83,7 @@ export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): P
       await queue.setResult(job.id, 500, JSON.stringify(body), config.build_failure_ttl);
       await job.setStage("failed");
       await stats.recordBuild({ ...facts, ok: false, detail, durationMs: Date.now() - started, makeMs: 0 });
-      if (userFault) throw new UnrecoverableError(detail);
+      if (!retryable) throw new UnrecoverableError(detail);
     }
     throw err;
   }
