@@ -15,7 +15,8 @@ import { ConfigError } from "../shared/errors.js";
 async function main(): Promise<void> {
   const root = path.resolve("var", "demo");
   const mirrorDir = path.join(root, "mirror");
-  const infoFile = path.join(mirrorDir, "mirror-info.json");
+  // Outside the served folder: the info holds the mirror's secret signing key.
+  const infoFile = path.join(root, "mirror-info.json");
   let info: MirrorInfo;
   if (existsSync(infoFile)) {
     info = JSON.parse(await readFile(infoFile, "utf8")) as MirrorInfo;

@@ -12,6 +12,7 @@ import { VERSION } from "../shared/version.js";
 import { registerBuildRoutes } from "./build-routes.js";
 import { BuildService } from "./build-service.js";
 import { registerErrorHandler } from "./error-handler.js";
+import { registerMetadataRoutes } from "./metadata-routes.js";
 import { registerStoreRoutes } from "./store-routes.js";
 
 export interface AppDeps {
@@ -73,6 +74,7 @@ export async function createApp(deps: AppDeps): Promise<AsuApp> {
   });
   registerBuildRoutes(app, buildService);
   registerStoreRoutes(app, deps.store);
+  registerMetadataRoutes(app, deps);
 
   app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
   app.get("/metrics", { schema: { hide: true } }, async (_request, reply) => {

@@ -347,6 +347,8 @@ export async function runBuildPipeline(
       stdout: imageRun.stdout,
       stderr: imageRun.stderr,
     };
+    // Not read by any client; lets operators and bench/ see where a build's time went.
+    body.timings = { imagebuilder_ms: imagebuilderMs, make_ms: makeMs, total_ms: Date.now() - started };
     return { body, makeMs, imagebuilderMs };
   } finally {
     await ws.dispose().catch(() => undefined);
