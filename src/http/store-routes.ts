@@ -23,10 +23,8 @@ export function registerStoreRoutes(app: FastifyInstance, store: LocalStore): vo
         .header("X-Content-Type-Options", "nosniff")
         .header("Last-Modified", file.mtime.toUTCString())
         .header("Cache-Control", "public, max-age=3600");
-      if (request.method === "HEAD") {
-        file.stream.destroy();
-        return reply.send();
-      }
+      // For HEAD, Fastify's automatic HEAD route drops the stream but keeps Content-Length
+      // (sending an empty body here reset it to 0).
       return reply.send(file.stream);
     },
   );

@@ -225,7 +225,7 @@ describe("per-version documents", () => {
       ["tplink_archer-c7-v5", "tplink_archer-c7-v5"],
       ["archer-c7", "tplink_archer-c7-v2"],
       ["xiaomi,mi-router-3g", "xiaomi_mi-router-3g"],
-    ]) {
+    ] as const) {
       const version = name.startsWith("xiaomi") ? "23.05.4" : "24.10.4";
       const target = name.startsWith("xiaomi") ? "ramips/mt7621" : "ath79/generic";
       const res = await get(`/json/v1/releases/${version}/targets/${target}/${name}.json`);
