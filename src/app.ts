@@ -49,6 +49,17 @@ export function runStoreGc(config: AsuConfig, queue: BuildQueue, store: LocalSto
   });
 }
 
+/**
+ * What a build must never see: the store, the ImageBuilder cache, the signing key, the
+ * config file (it may hold credentials in redis_url) and the embedded Redis data.
+ */
+export function sandboxHiddenPaths(config: AsuConfig, cwd = process.cwd()): string[] {
+  return defaultHiddenPaths(config, [
+    ...(config.config_file ? [config.config_file] : []),
+    path.join(cwd, "var", "redis"),
+  ]);
+}
+
 /** `asu gc`: one garbage collection of the store, then exit. */
 export async function collectGarbageOnce(config: AsuConfig): Promise<StoreGcReport> {
   const queue = new BuildQueue({
@@ -95,11 +106,7 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
 
   if (opts.role !== "api" && config.workers > 0) {
     const processRunner = new ProcessRunner();
-    const hiddenPaths = [
-      config.cache_path,
-      config.public_path,
-      ...(config.signing_key ? [config.signing_key] : []),
-    ];
+    const hiddenPaths = sandboxHiddenPaths(config);
     const runner = await createRunner(config, { hiddenPaths, processRunner, logger });
     const imagebuilders = new ImageBuilderManager({
       cacheDir: config.cache_path,

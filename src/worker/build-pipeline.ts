@@ -127,6 +127,7 @@ export async function runBuildPipeline(
     if (remaining <= 0) {
       throw new BuildError(`Error: Build timed out after ${config.job_timeout} s. Try again later.`, {
         userFault: false,
+        retryable: false,
       });
     }
     const result = await deps.runner.run(ws, {
