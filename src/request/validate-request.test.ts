@@ -387,7 +387,11 @@ describe("validateRequest: unknown packages", () => {
 /** Every profiles.json OpenWrt published for 23.05.4 (75 targets, 1,534 profiles). */
 const realDir = realOpenwrt23054Dir();
 
-describe.skipIf(realDir === undefined)("resolveProfile on OpenWrt's real 23.05.4 profiles", () => {
+describe("resolveProfile on OpenWrt's real 23.05.4 profiles", () => {
+  it("finds the real data beside the repository (../shared/data/openwrt-23.05.4)", () => {
+    expect(realDir, "set ASU_OPENWRT_23_05_4 to the openwrt-23.05.4 data folder").toBeDefined();
+  });
+
   const files: { target: string; json: ProfilesJson }[] = [];
   if (realDir) {
     for (const target of readdirSync(path.join(realDir, "targets"))) {

@@ -155,7 +155,8 @@ export function realOpenwrt23054Dir(): string | undefined {
   const candidates = [
     fileURLToPath(new URL("../../data/openwrt-23.05.4/", import.meta.url)),
     process.env.ASU_OPENWRT_23_05_4,
-    "/work/shared/data/openwrt-23.05.4/",
+    // The project's shared/ folder sits beside the repository (as in CI).
+    fileURLToPath(new URL("../../../shared/data/openwrt-23.05.4/", import.meta.url)),
   ];
   return candidates.find((dir): dir is string => dir !== undefined && existsSync(`${dir}/targets`));
 }

@@ -11,7 +11,7 @@ import {
 
 /**
  * Replays what luci-app-attendedsysupgrade sends and checks exactly what it reads
- * (docs: /work/shared/docs/client-contract.md). LuCI appends "?<milliseconds>" to every URL.
+ * (docs: ../shared/docs/client-contract.md). LuCI appends "?<milliseconds>" to every URL.
  */
 
 const KNOWN_STAGES = [
