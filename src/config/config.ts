@@ -71,6 +71,7 @@ export const RawConfigSchema = Type.Object(
     store_max_bytes: Type.Optional(Type.Integer({ minimum: 0 })),
     redis_prefix: Type.Optional(Type.String({ pattern: "^[\\w.-]+$" })),
     worker_lock_duration: Type.Optional(Duration),
+    trust_proxy: Type.Optional(Type.Boolean()),
     imagebuilder_check_interval: Type.Optional(Duration),
   },
   { additionalProperties: false },
@@ -132,6 +133,8 @@ export interface AsuConfig {
   worker_lock_duration: number;
   /** How often a worker asks upstream whether an ImageBuilder changed (a new snapshot). */
   imagebuilder_check_interval: number;
+  /** Take the client address from X-Forwarded-For (only behind a reverse proxy that sets it). */
+  trust_proxy: boolean;
   /** The asu.toml that was read, if any; hidden from builds. */
   config_file?: string;
 }
@@ -288,6 +291,7 @@ export function loadConfig(options: LoadConfigOptions = {}): AsuConfig {
     store_max_bytes: conf.store_max_bytes ?? DEFAULTS.store_max_bytes,
     redis_prefix: conf.redis_prefix ?? DEFAULTS.redis_prefix,
     worker_lock_duration: duration("worker_lock_duration"),
+    trust_proxy: conf.trust_proxy ?? false,
     imagebuilder_check_interval: duration("imagebuilder_check_interval"),
   };
   if (existsSync(file)) config.config_file = file;

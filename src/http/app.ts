@@ -34,8 +34,9 @@ export interface AsuApp {
 export async function createApp(deps: AppDeps): Promise<AsuApp> {
   const app = Fastify({
     logger: deps.logger === false ? false : { level: deps.config.log_level },
-    // Behind a reverse proxy the client address comes from X-Forwarded-For (rate limits use it).
-    trustProxy: true,
+    // Rate limits key on the client address. X-Forwarded-For is believed only when the operator
+    // says a proxy sets it; otherwise anyone could pick a fresh address per request.
+    trustProxy: deps.config.trust_proxy,
     bodyLimit: 1024 * 1024,
     // LuCI appends "?<milliseconds>" to every URL; Fastify ignores unknown query strings.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true } },

@@ -254,8 +254,15 @@ describe("overload and cache", () => {
     try {
       const statuses = [];
       let hash = "";
-      for (const pkg of ["vim", "htop", "curl"]) {
-        const res = await request(limited.url, "POST", "/api/v1/build", { ...base, packages: [pkg] });
+      for (const [i, pkg] of ["vim", "htop", "curl"].entries()) {
+        // a spoofed X-Forwarded-For must not buy a fresh limit (no proxy is configured)
+        const res = await request(
+          limited.url,
+          "POST",
+          "/api/v1/build",
+          { ...base, packages: [pkg] },
+          { "x-forwarded-for": `203.0.113.${i}` },
+        );
         statuses.push(res.status);
         hash ||= String(res.body.request_hash);
       }
