@@ -1,14 +1,7 @@
 import { createHash } from "node:crypto";
 import { request as httpRequest } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  flushPrefix,
-  request,
-  startMirror,
-  startTestServer,
-  type Mirror,
-  type TestServer,
-} from "./harness.js";
+import { request, type Mirror, type TestServer, startStack, stopStack } from "./harness.js";
 
 /** Replays what auc (23.05 and older) sends and checks exactly what it reads (client-contract.md). */
 
@@ -24,15 +17,10 @@ let storeUrl = "";
 let storeSize = -1;
 
 beforeAll(async () => {
-  mirror = await startMirror();
-  api = await startTestServer(mirror, { role: "all" });
+  ({ mirror, api } = await startStack({ role: "all" }));
 });
 
-afterAll(async () => {
-  await api?.close();
-  if (api) await flushPrefix(api.prefix);
-  await mirror?.close();
-});
+afterAll(() => stopStack({ mirror, api }));
 
 const get = (path: string) => request(api.url, "GET", path, undefined, UA);
 

@@ -1,13 +1,6 @@
 import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  flushPrefix,
-  request,
-  startMirror,
-  startTestServer,
-  type Mirror,
-  type TestServer,
-} from "./harness.js";
+import { request, type Mirror, type TestServer, startStack, stopStack } from "./harness.js";
 
 /**
  * Replays what luci-app-attendedsysupgrade sends and checks exactly what it reads
@@ -32,15 +25,10 @@ let mirror: Mirror;
 let api: TestServer;
 
 beforeAll(async () => {
-  mirror = await startMirror();
-  api = await startTestServer(mirror, { role: "all" });
+  ({ mirror, api } = await startStack({ role: "all" }));
 });
 
-afterAll(async () => {
-  await api?.close();
-  if (api) await flushPrefix(api.prefix);
-  await mirror?.close();
-});
+afterAll(() => stopStack({ mirror, api }));
 
 const ms = () => `?${Date.now()}`;
 

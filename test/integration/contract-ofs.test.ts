@@ -1,13 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  flushPrefix,
   request,
-  startMirror,
-  startTestServer,
   waitForBuild,
   type JsonResponse,
   type Mirror,
   type TestServer,
+  startStack,
+  stopStack,
 } from "./harness.js";
 
 /**
@@ -25,15 +24,10 @@ let mirror: Mirror;
 let api: TestServer;
 
 beforeAll(async () => {
-  mirror = await startMirror();
-  api = await startTestServer(mirror, { role: "all" });
+  ({ mirror, api } = await startStack({ role: "all" }));
 });
 
-afterAll(async () => {
-  await api?.close();
-  if (api) await flushPrefix(api.prefix);
-  await mirror?.close();
-});
+afterAll(() => stopStack({ mirror, api }));
 
 function ofs(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
   return request(api.url, method, path, body, { origin: ORIGIN, ...headers });

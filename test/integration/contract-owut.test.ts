@@ -1,14 +1,7 @@
 import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { VERSION } from "../../src/shared/version.js";
-import {
-  flushPrefix,
-  request,
-  startMirror,
-  startTestServer,
-  type Mirror,
-  type TestServer,
-} from "./harness.js";
+import { request, type Mirror, type TestServer, startStack, stopStack } from "./harness.js";
 
 /** Replays what owut (24.10 and later) sends and checks exactly what it reads (client-contract.md). */
 
@@ -21,15 +14,10 @@ let mirror: Mirror;
 let api: TestServer;
 
 beforeAll(async () => {
-  mirror = await startMirror();
-  api = await startTestServer(mirror, { role: "all", overrides: { allow_defaults: true } });
+  ({ mirror, api } = await startStack({ role: "all", overrides: { allow_defaults: true } }));
 });
 
-afterAll(async () => {
-  await api?.close();
-  if (api) await flushPrefix(api.prefix);
-  await mirror?.close();
-});
+afterAll(() => stopStack({ mirror, api }));
 
 const get = (path: string) => request(api.url, "GET", path, undefined, { "user-agent": "owut/2024.12.05" });
 

@@ -156,3 +156,24 @@ export async function build(
   if (first.status !== 202) return first;
   return waitForBuild(base, String(first.body.request_hash), timeoutMs);
 }
+
+export interface Stack {
+  mirror: Mirror;
+  api: TestServer;
+}
+
+/** The usual test setup: a fresh mirror and one server for it. */
+export async function startStack(opts: Parameters<typeof startTestServer>[1] = {}): Promise<Stack> {
+  const mirror = await startMirror();
+  const api = await startTestServer(mirror, opts);
+  return { mirror, api };
+}
+
+/** Stops what startStack started and removes the server's Redis keys. Safe on a half-started stack. */
+export async function stopStack(stack: Partial<Stack> | undefined): Promise<void> {
+  if (stack?.api) {
+    await stack.api.close();
+    await flushPrefix(stack.api.prefix);
+  }
+  await stack?.mirror?.close();
+}

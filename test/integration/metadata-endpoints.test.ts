@@ -5,10 +5,11 @@ import { VERSION } from "../../src/shared/version.js";
 import {
   flushPrefix,
   request,
-  startMirror,
   startTestServer,
   type Mirror,
   type TestServer,
+  startStack,
+  stopStack,
 } from "./harness.js";
 
 // Facts from docs/mirror.md.
@@ -33,15 +34,10 @@ let mirror: Mirror;
 let api: TestServer;
 
 beforeAll(async () => {
-  mirror = await startMirror();
-  api = await startTestServer(mirror, { role: "api" });
+  ({ mirror, api } = await startStack({ role: "api" }));
 });
 
-afterAll(async () => {
-  await api?.close();
-  if (api) await flushPrefix(api.prefix);
-  await mirror?.close();
-});
+afterAll(() => stopStack({ mirror, api }));
 
 const get = (urlPath: string, headers: Record<string, string> = {}) =>
   request(api.url, "GET", urlPath, undefined, headers);
