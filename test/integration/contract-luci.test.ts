@@ -7,6 +7,8 @@ import { request, type Mirror, type TestServer, startStack, stopStack } from "./
  * (docs: ../shared/docs/client-contract.md). LuCI appends "?<milliseconds>" to every URL.
  */
 
+// Spelled out from client-contract.md on purpose, not imported from src/queue/build-job.ts:
+// a stage added to the code but unknown to LuCI must fail this test.
 const KNOWN_STAGES = [
   "init",
   "container_setup",
