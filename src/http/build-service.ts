@@ -52,7 +52,7 @@ export class BuildService {
       return storedReply(cached.status, cached.body);
     }
     const existing = await queue.status(hash);
-    if (existing.state !== "unknown") return progressReply(hash, existing, request);
+    if (existing.state !== "unknown") return progressReply(hash, existing);
 
     const validated = await validateRequest(request, {
       config,
@@ -84,9 +84,9 @@ export class BuildService {
       // Finished between enqueue and now (a very fast build): answer with the result.
       const done = await queue.getResult(hash);
       if (done) return storedReply(done.status, done.body);
-      return progressReply(hash, { state: "queued", position: 0, enqueuedAt: data.enqueued_at }, request);
+      return progressReply(hash, { state: "queued", position: 0, enqueuedAt: data.enqueued_at, request });
     }
-    return progressReply(hash, status, request);
+    return progressReply(hash, status);
   }
 
   async poll(hash: string): Promise<BuildReply> {
@@ -105,8 +105,7 @@ export class BuildService {
         },
       };
     }
-    const job = await queue.queue.getJob(hash);
-    return progressReply(hash, status, job?.data.request);
+    return progressReply(hash, status);
   }
 }
 
@@ -129,13 +128,12 @@ function storedReply(status: number, body: string): BuildReply {
   };
 }
 
-function progressReply(hash: string, status: JobStatus, request: NormalizedRequest | undefined): BuildReply {
-  const enqueuedAt = status.state === "unknown" ? Date.now() : status.enqueuedAt;
+function progressReply(hash: string, status: Exclude<JobStatus, { state: "unknown" }>): BuildReply {
   const base = {
     status: 202,
     request_hash: hash,
-    enqueued_at: new Date(enqueuedAt).toISOString(),
-    ...(request ? { request } : {}),
+    enqueued_at: new Date(status.enqueuedAt).toISOString(),
+    request: status.request,
   };
   if (status.state === "queued") {
     // LuCI shows a queue position only when the key exists, so it is sent only while queued.
@@ -145,7 +143,7 @@ function progressReply(hash: string, status: JobStatus, request: NormalizedReque
       body: { ...base, detail: "queued", queue_position: status.position, imagebuilder_status: "queued" },
     };
   }
-  const stage = status.state === "started" ? status.stage : "init";
+  const { stage } = status;
   return {
     status: 202,
     headers: { "X-Imagebuilder-Status": stage },

@@ -1,5 +1,6 @@
 import { Queue, Worker, UnrecoverableError, type Job } from "bullmq";
 import { Redis } from "ioredis";
+import type { NormalizedRequest } from "../request/normalize-request.js";
 import type { BuildJobData, BuildStage, StoredResult } from "./build-job.js";
 
 export const QUEUE_NAME = "build";
@@ -11,8 +12,8 @@ export interface BuildQueueOptions {
 }
 
 export type JobStatus =
-  | { state: "queued"; position: number; enqueuedAt: number }
-  | { state: "started"; stage: BuildStage; enqueuedAt: number }
+  | { state: "queued"; position: number; enqueuedAt: number; request: NormalizedRequest }
+  | { state: "started"; stage: BuildStage; enqueuedAt: number; request: NormalizedRequest }
   | { state: "unknown" };
 
 /**
@@ -76,19 +77,19 @@ export class BuildQueue {
     const job = await this.queue.getJob(hash);
     if (!job) return { state: "unknown" };
     const state = await job.getState();
-    const enqueuedAt = job.data.enqueued_at;
+    const { enqueued_at: enqueuedAt, request } = job.data;
     if (
       state === "waiting" ||
       state === "prioritized" ||
       state === "delayed" ||
       state === "waiting-children"
     ) {
-      return { state: "queued", position: await this.position(hash), enqueuedAt };
+      return { state: "queued", position: await this.position(hash), enqueuedAt, request };
     }
     if (state === "active") {
       const progress = job.progress as { stage?: BuildStage } | number | undefined;
       const stage = typeof progress === "object" && progress?.stage ? progress.stage : "init";
-      return { state: "started", stage, enqueuedAt };
+      return { state: "started", stage, enqueuedAt, request };
     }
     // completed/failed jobs are removed at once; their result key is the truth.
     return { state: "unknown" };
