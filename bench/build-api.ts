@@ -13,7 +13,7 @@
 import autocannon from "autocannon";
 import Fastify from "fastify";
 import { Redis } from "ioredis";
-import { flushPrefix, request, startMirror, startTestServer } from "../test/integration/harness.js";
+import { request, startStack, stopStack } from "../test/integration/harness.js";
 import { normalizeRequest } from "../src/request/normalize-request.js";
 import { requestHash } from "../src/request/request-hash.js";
 import type { BuildRequestBody } from "../src/request/build-request-schema.js";
@@ -35,8 +35,8 @@ async function measure(opts: autocannon.Options): Promise<Figures> {
 }
 
 async function main(): Promise<void> {
-  const mirror = await startMirror();
-  const server = await startTestServer(mirror, { role: "api" });
+  const stack = await startStack({ role: "api" });
+  const server = stack.api;
   const body = {
     version: "24.10.4",
     target: "ath79/generic",
@@ -110,9 +110,7 @@ async function main(): Promise<void> {
 
   await floor.close();
   redis.disconnect();
-  await server.close();
-  await flushPrefix(server.prefix);
-  await mirror.close();
+  await stopStack(stack);
 }
 
 main().catch((err: unknown) => {

@@ -10,7 +10,7 @@
  *     seen, polling every 20 ms) minus the time `make` ran, as medians over the warm builds.
  * Needs Redis on 127.0.0.1:6379 (or TEST_REDIS_URL) and bubblewrap.
  */
-import { flushPrefix, request, startMirror, startTestServer } from "../test/integration/harness.js";
+import { request, startStack, stopStack } from "../test/integration/harness.js";
 
 const extras = ["tcpdump", "htop", "curl", "vim", "luci", "wireguard-tools", "luci-proto-wireguard", "owut"];
 // Each warm build asks for a different package set, so none is a cache hit.
@@ -45,8 +45,8 @@ const median = (xs: number[]) => {
 };
 
 async function main(): Promise<void> {
-  const mirror = await startMirror();
-  const server = await startTestServer(mirror, { overrides: { workers: 1 } });
+  const stack = await startStack({ overrides: { workers: 1 } });
+  const server = stack.api;
   const base = { version: "24.10.4", target: "ath79/generic", profile: "tplink_archer-c7-v5" };
   try {
     const cold = await timedBuild(server.url, { ...base, packages: ["tcpdump", "ca-bundle"] });
@@ -73,9 +73,7 @@ async function main(): Promise<void> {
       `  overhead share:                                ${((100 * median(overhead)) / median(e2e)).toFixed(0)} %`,
     );
   } finally {
-    await server.close();
-    await flushPrefix(server.prefix);
-    await mirror.close();
+    await stopStack(stack);
   }
 }
 
