@@ -1237,27 +1237,10 @@ function cmdPrepareRootfs() {
     throw new ToolExit(1);
   }
   const root = dirFromEnv("TARGET_DIR", "build_dir/root");
-  const walk = (dir, rel) => {
-    for (const name of fs.readdirSync(dir).sort()) {
-      const abs = path.join(dir, name);
-      const relPath = rel ? `${rel}/${name}` : name;
-      const st = fs.lstatSync(abs);
-      if (st.isDirectory()) walk(abs, relPath);
-      else if (st.isSymbolicLink())
-        writeRootfsEntry(root, { path: relPath, type: "symlink", target: fs.readlinkSync(abs) });
-      else if (st.isFile())
-        writeRootfsEntry(root, {
-          path: relPath,
-          type: "file",
-          mode: st.mode & 0o777,
-          data: fs.readFileSync(abs),
-        });
-    }
-  };
-  walk(src, "");
+  for (const entry of readRootfs(src).values()) writeRootfsEntry(root, entry);
 }
 
-/** The root filesystem folder as a map path -> entry (files and symlinks). */
+/** A folder (the root filesystem, or FILES) as a map path -> entry (files and symlinks), in sorted order. */
 function readRootfs(root) {
   const map = new Map();
   const walk = (dir, rel) => {
