@@ -10,7 +10,7 @@ import {
   sampleUpstreamTree,
   startFixtureUpstream,
   type FixtureUpstream,
-} from "../upstream/test-fixture-upstream.js";
+} from "../../test/support/fixture-upstream.js";
 import type { ProfilesJson } from "../upstream/upstream-documents.js";
 import { UpstreamClient } from "../upstream/upstream-client.js";
 import type { BuildRequestBody } from "./build-request-schema.js";

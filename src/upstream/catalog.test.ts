@@ -5,7 +5,11 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { loadConfig, type AsuConfig, type RawConfig } from "../config/config.js";
 import { ValidationError } from "../shared/errors.js";
 import { branchNameOf, Catalog, compareVersionsDesc, fillBranchPath, isSnapshotVersion } from "./catalog.js";
-import { sampleUpstreamTree, startFixtureUpstream, type FixtureUpstream } from "./test-fixture-upstream.js";
+import {
+  sampleUpstreamTree,
+  startFixtureUpstream,
+  type FixtureUpstream,
+} from "../../test/support/fixture-upstream.js";
 import { UpstreamClient } from "./upstream-client.js";
 
 let upstream: FixtureUpstream;

@@ -7,7 +7,7 @@ import {
   sampleUpstreamTree,
   startFixtureUpstream,
   type FixtureUpstream,
-} from "./test-fixture-upstream.js";
+} from "../../test/support/fixture-upstream.js";
 import { DEFAULT_FEEDS, UpstreamClient, type UpstreamClientOptions } from "./upstream-client.js";
 
 let upstream: FixtureUpstream;

@@ -5,8 +5,8 @@ import path from "node:path";
 import { Redis } from "ioredis";
 import { startServer, type Role, type RunningServer } from "../../src/app.js";
 import { loadConfig, type AsuConfig, type RawConfig } from "../../src/config/config.js";
-import { generateMirror, type MirrorInfo } from "../../src/mirror/generate-mirror.js";
-import { startMirrorServer } from "../../src/mirror/mirror-server.js";
+import { generateMirror, type MirrorInfo } from "../../fixtures/mirror/generate-mirror.js";
+import { startMirrorServer } from "../../fixtures/mirror/mirror-server.js";
 
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 

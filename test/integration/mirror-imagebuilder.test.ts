@@ -4,10 +4,14 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { generateMirror, type MirrorInfo } from "../../src/mirror/generate-mirror.js";
-import { snapshotRevision } from "../../src/mirror/mirror-catalog.js";
-import { startMirrorServer, type MirrorServer } from "../../src/mirror/mirror-server.js";
-import { rewriteRepositories, runMake, unpackImageBuilder } from "../../src/mirror/imagebuilder-test-kit.js";
+import { generateMirror, type MirrorInfo } from "../../fixtures/mirror/generate-mirror.js";
+import { snapshotRevision } from "../../fixtures/mirror/mirror-catalog.js";
+import { startMirrorServer, type MirrorServer } from "../../fixtures/mirror/mirror-server.js";
+import {
+  rewriteRepositories,
+  runMake,
+  unpackImageBuilder,
+} from "../../fixtures/mirror/imagebuilder-test-kit.js";
 import { spawnSync } from "node:child_process";
 
 const sha256 = (data: Buffer | string) => createHash("sha256").update(data).digest("hex");

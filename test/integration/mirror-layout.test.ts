@@ -4,8 +4,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { gunzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { generateMirror, type MirrorInfo } from "../../src/mirror/generate-mirror.js";
-import { loadImageBuilderTool } from "../../src/mirror/imagebuilder-tool.js";
+import { generateMirror, type MirrorInfo } from "../../fixtures/mirror/generate-mirror.js";
+import { loadImageBuilderTool } from "../../fixtures/mirror/imagebuilder-tool.js";
 import { verifyMessage } from "../../src/shared/usign.js";
 
 const sha256 = (data: Buffer | string) => createHash("sha256").update(data).digest("hex");
@@ -139,7 +139,7 @@ describe("profiles.json", () => {
   it("serves the real 23.05.4 ramips/mt7621 profiles with recomputed hashes for built images", async () => {
     const real = JSON.parse(
       await readFile(
-        new URL("../../src/mirror/data/23.05.4-ramips-mt7621-profiles.json", import.meta.url),
+        new URL("../../fixtures/mirror/data/23.05.4-ramips-mt7621-profiles.json", import.meta.url),
         "utf8",
       ),
     ) as ProfilesJson;

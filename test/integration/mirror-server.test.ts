@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, symlink, writeFile, utimes } from "node:fs/promises
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startMirrorServer, type MirrorServer } from "../../src/mirror/mirror-server.js";
+import { startMirrorServer, type MirrorServer } from "../../fixtures/mirror/mirror-server.js";
 
 let work: string;
 let server: MirrorServer;

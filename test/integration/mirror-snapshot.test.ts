@@ -3,10 +3,14 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { generateMirror, publishSnapshot, type MirrorInfo } from "../../src/mirror/generate-mirror.js";
-import { snapshotRevision } from "../../src/mirror/mirror-catalog.js";
-import { startMirrorServer, type MirrorServer } from "../../src/mirror/mirror-server.js";
-import { rewriteRepositories, runMake, unpackImageBuilder } from "../../src/mirror/imagebuilder-test-kit.js";
+import { generateMirror, publishSnapshot, type MirrorInfo } from "../../fixtures/mirror/generate-mirror.js";
+import { snapshotRevision } from "../../fixtures/mirror/mirror-catalog.js";
+import { startMirrorServer, type MirrorServer } from "../../fixtures/mirror/mirror-server.js";
+import {
+  rewriteRepositories,
+  runMake,
+  unpackImageBuilder,
+} from "../../fixtures/mirror/imagebuilder-test-kit.js";
 import { verifyMessage } from "../../src/shared/usign.js";
 
 const sha256 = (data: Buffer | string) => createHash("sha256").update(data).digest("hex");

@@ -4,8 +4,8 @@ import { appendFile, mkdtemp, readdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { publishSnapshot } from "../../src/mirror/generate-mirror.js";
-import { snapshotRevision } from "../../src/mirror/mirror-catalog.js";
+import { publishSnapshot } from "../../fixtures/mirror/generate-mirror.js";
+import { snapshotRevision } from "../../fixtures/mirror/mirror-catalog.js";
 import { generateKeyPair, verifyMessage } from "../../src/shared/usign.js";
 import {
   build,
