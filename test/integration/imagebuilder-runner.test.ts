@@ -6,7 +6,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/shared/errors.js";
 import { ProcessRunner } from "../../src/imagebuilder/process-runner.js";
 import type { Workspace } from "../../src/imagebuilder/runners/build-runner.js";
-import { createRunner, NativeRunner } from "../../src/imagebuilder/runners/native-runner.js";
+import {
+  createRunner,
+  NativeRunner,
+  SANDBOX_ETC_FILES,
+} from "../../src/imagebuilder/runners/native-runner.js";
 import { UnsandboxedRunner } from "../../src/imagebuilder/runners/unsandboxed-runner.js";
 
 // A stand-in ImageBuilder whose Makefile probes the sandbox from the inside. Every probe
@@ -31,6 +35,18 @@ write-outside:
 	echo rewritten > packages/Packages && echo rewrote-copied-file
 	touch /tmp/private && echo wrote-private-tmp
 	touch staging_dir/host/.prereq-build && echo wrote-staging
+read-host:
+	-cat /etc/shadow && echo READ-SHADOW
+	-ls /root && echo SEES-ROOT
+	-ls /home && echo SEES-HOME
+	-ls /var && echo SEES-VAR
+	-ls /run && echo SEES-RUN
+	-ls /opt && echo SEES-OPT
+	-ls $(OUTSIDE) && echo SEES-CHECKOUT
+	-ls $(PRIVATE) && echo SEES-PRIVATE
+	-touch $(FILES)/x && echo WROTE-FILES
+	-rmdir $(BIN_DIR) && echo REMOVED-BIN-DIR
+	ls /etc | xargs echo
 image:
 	mkdir -p $(BIN_DIR)
 	echo firmware > $(BIN_DIR)/image.bin
@@ -86,6 +102,8 @@ describe("build runners", () => {
       `OTHER_WS=${other?.dir ?? "/nonexistent"}`,
       `HOSTPID=${process.pid}`,
       `OUTSIDE=${process.cwd()}`,
+      `PRIVATE=${ws.privateDir}`,
+      `FILES=${ws.filesDir}`,
     ];
   }
 
@@ -161,9 +179,30 @@ describe("build runners", () => {
       expect(result.code).toBe(0);
       expect(result.stdout).toBe("secret-file-hidden\nbase-hidden\n");
       expect(result.stderr).toContain(`cat: ${secretFile}: No such file or directory`);
-      expect(result.stderr).toContain(`cat: ${secretKey}: Permission denied`);
+      // Not mounted at all, rather than mounted and unreadable.
+      expect(result.stderr).toContain(`cat: ${secretKey}: No such file or directory`);
       expect(result.stdout + result.stderr).not.toContain("hunter2");
       expect(result.stdout + result.stderr).not.toContain("TOPSECRET");
+    });
+
+    it("sees only the system's programs and a minimal /etc: no host secrets, homes, services or worker-only folders", async () => {
+      const ws = await workspace(native);
+      await writeFile(path.join(ws.privateDir, "staged.sig"), "worker only\n");
+      const result = await native.run(ws, {
+        args: await makeArgs(ws, "read-host"),
+        timeoutMs: 30_000,
+        maxOutputBytes: 65536,
+      });
+      expect(result.code).toBe(0);
+      expect(result.stdout).not.toMatch(/READ-SHADOW|SEES-|WROTE-FILES|REMOVED-BIN-DIR/);
+      expect(result.stderr).toContain("cat: /etc/shadow: No such file or directory");
+      expect(result.stderr).toContain(`ls: cannot access '${ws.privateDir}': No such file or directory`);
+      expect(result.stderr).toContain(`touch: cannot touch '${ws.filesDir}/x': Read-only file system`);
+      const etc = result.stdout.trim().split(" ");
+      expect(etc).toEqual(expect.arrayContaining(["passwd", "group"]));
+      expect(etc.filter((e) => !SANDBOX_ETC_FILES.includes(`/etc/${e}`))).toEqual([]);
+      expect(existsSync(ws.binDir)).toBe(true);
+      expect(await readFile(path.join(ws.privateDir, "staged.sig"), "utf8")).toBe("worker only\n");
     });
 
     it("can write only inside its own workspace; the shared tree and other workspaces stay unchanged", async () => {

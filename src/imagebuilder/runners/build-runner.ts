@@ -3,15 +3,24 @@ import type { RunResult } from "../process-runner.js";
 /** PATH inside a build, sandboxed or not. */
 export const BUILD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin";
 
-/** One build's private copy of an unpacked ImageBuilder, plus its output and files folders. */
+/**
+ * One build's private copy of an unpacked ImageBuilder, plus its output and files folders.
+ *
+ * Only `dir` and `binDir` are writable inside the sandbox, and each is a mount point there, so
+ * a build can change what is inside them but never replace the folders themselves with links.
+ * `filesDir` is mounted read-only and `privateDir` not at all: what the worker writes there
+ * cannot have been prepared by the build (issue #9: links planted for the worker to follow).
+ */
 export interface Workspace {
   /** The build's ImageBuilder tree: run `make` here. */
   dir: string;
   /** Pass as BIN_DIR; the finished images land here. */
   binDir: string;
-  /** Pass as FILES; the worker writes uci-defaults and other user files here. */
+  /** Pass as FILES; only the worker writes here (uci-defaults); read-only inside the build. */
   filesDir: string;
-  /** The folder that holds dir, binDir and filesDir; nothing outside it is writable by the build. */
+  /** Only the worker sees and writes this folder (signatures, staged files). */
+  privateDir: string;
+  /** The folder that holds dir, binDir, filesDir and privateDir; created by the worker. */
   root: string;
   /** The shared package download cache that appears as `<dir>/dl`. */
   dlDir: string;

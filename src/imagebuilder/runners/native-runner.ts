@@ -1,4 +1,5 @@
-import { realpath, stat } from "node:fs/promises";
+import type { Stats } from "node:fs";
+import { lstat, readlink, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import type { AsuConfig } from "../../config/config.js";
 import { ConfigError } from "../../shared/errors.js";
@@ -16,23 +17,34 @@ import { UnsandboxedRunner } from "./unsandboxed-runner.js";
 import { createWorkspaceTree, DEFAULT_LINKED_READ_ONLY } from "./workspace.js";
 
 /**
- * System folders a build has no business reading: other users' files, ssh host keys, and
- * the state of services on this host (Redis data in /var, sockets in /run). Each is covered
- * by an empty read-only tmpfs. /tmp gets a private, writable tmpfs.
+ * What a build sees of the host (issue #9): the system's programs and libraries, read-only,
+ * and a minimal /etc. Nothing else is mounted: not /home, /root, /var, /srv, /opt, /work, the
+ * server's checkout, config, cache, store or keys, and no sockets of services on this host.
+ * Top-level links such as /bin -> usr/bin are recreated as links.
  */
-export const SANDBOX_HIDDEN_SYSTEM_DIRS = [
-  "/root",
-  "/home",
-  "/etc/ssh",
-  "/var",
-  "/srv",
-  "/run",
-  "/mnt",
-  "/media",
-];
+export const SANDBOX_SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
 
-/** Files the build needs even when they live in a hidden folder (resolv.conf -> /run/...). */
-const REEXPOSED_FILES = ["/etc/resolv.conf", "/etc/hosts"];
+/**
+ * The part of /etc that make, perl, python and the package tools read: user and group names
+ * (tar, install), the dynamic linker's cache, Debian's alternatives (awk, which) and a few
+ * lookup tables. No passwords, keys, certificates or service configs.
+ */
+export const SANDBOX_ETC_FILES = [
+  "/etc/passwd",
+  "/etc/group",
+  "/etc/nsswitch.conf",
+  "/etc/ld.so.cache",
+  "/etc/ld.so.conf",
+  "/etc/ld.so.conf.d",
+  "/etc/alternatives",
+  "/etc/localtime",
+  "/etc/hosts",
+  "/etc/protocols",
+  "/etc/services",
+  "/etc/mime.types",
+  "/etc/perl",
+  "/etc/python3",
+];
 
 export interface NativeRunnerOptions {
   processRunner: ProcessRunner;
@@ -48,10 +60,9 @@ export interface NativeRunnerOptions {
 }
 
 /**
- * Runs ImageBuilder commands under bubblewrap: the whole system read-only, sensitive places
- * hidden, its own workspace writable, private /tmp, /proc, pid/ipc/uts namespaces, no
- * capabilities and a clean environment. The network stays shared because the ImageBuilder
- * fetches package feeds from upstream_url.
+ * Runs ImageBuilder commands under bubblewrap: only the system's programs, libraries and a
+ * minimal /etc, read-only; its own workspace writable; private /tmp, /proc, pid/ipc/uts
+ * namespaces, no capabilities and a clean environment.
  */
 export class NativeRunner implements BuildRunner {
   readonly kind = "native";
@@ -125,34 +136,51 @@ export class NativeRunner implements BuildRunner {
 
   /** The bwrap options for one run; public so that operators and tests can inspect them. */
   async sandboxArgs(ws: Workspace): Promise<string[]> {
-    const args = [...namespaceArgs(), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"];
-    for (const dir of SANDBOX_HIDDEN_SYSTEM_DIRS) {
-      if ((await kindOf(dir)) === "dir") args.push("--perms", "0555", "--tmpfs", dir);
-    }
-    args.push("--perms", "1777", "--tmpfs", "/tmp");
+    const args = [...namespaceArgs(), ...(await systemMountArgs())];
+    args.push("--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--tmpfs", "/tmp");
+    // Paths the operator asked to hide that would otherwise be visible through a system mount
+    // (a key kept under /usr/local/etc, say); everything else is simply not mounted.
     for (const hidden of this.hiddenPaths) {
       const real = await realpathOrUndefined(hidden);
-      if (real === undefined || real === "/") continue;
+      if (real === undefined || !isVisibleInSandbox(real)) continue;
       const kind = await kindOf(real);
       if (kind === "dir") args.push("--perms", "0555", "--tmpfs", real);
       // A bind of /dev/null is nodev: opening the file fails with EACCES.
       else if (kind === "file") args.push("--ro-bind", "/dev/null", real);
     }
-    for (const file of REEXPOSED_FILES) {
-      const real = await realpathOrUndefined(file);
-      if (real !== undefined && real !== file && (await kindOf(real)) === "file")
-        args.push("--ro-bind", real, real);
-    }
-    // Hide sibling workspaces (other builds), unless the parent is a place that must stay.
-    const parent = path.dirname(ws.root);
-    if (parent !== "/" && parent !== "/tmp") args.push("--perms", "0555", "--tmpfs", parent);
-    args.push("--bind", ws.root, ws.root);
+    // Each writable folder is a mount point inside the sandbox: a build can change what is in
+    // it, never swap the folder itself for a link that the worker would then follow.
+    args.push("--bind", ws.dir, ws.dir, "--bind", ws.binDir, ws.binDir);
+    args.push("--ro-bind", ws.filesDir, ws.filesDir);
     for (const dir of ws.readOnlyDirs) args.push("--ro-bind", dir, dir);
     args.push("--bind", ws.dlDir, path.join(ws.dir, "dl"));
     args.push("--clearenv", "--setenv", "PATH", BUILD_PATH, "--setenv", "HOME", "/tmp");
     args.push("--setenv", "TMPDIR", "/tmp", "--setenv", "LANG", "C.UTF-8", "--chdir", ws.dir);
     return args;
   }
+}
+
+/** /usr, the /bin-style links or folders next to it, and the minimal /etc. */
+async function systemMountArgs(): Promise<string[]> {
+  const args: string[] = [];
+  for (const dir of SANDBOX_SYSTEM_DIRS) {
+    const st = await lstatOrUndefined(dir);
+    if (st?.isSymbolicLink()) args.push("--symlink", await readlink(dir), dir);
+    else if (st?.isDirectory()) args.push("--ro-bind", dir, dir);
+  }
+  for (const file of SANDBOX_ETC_FILES) {
+    const st = await lstatOrUndefined(file);
+    if (st === undefined) continue;
+    // resolv.conf-style links into /run would dangle: bind what they point at, at their name.
+    const real = st.isSymbolicLink() ? await realpathOrUndefined(file) : file;
+    if (real !== undefined) args.push("--ro-bind", real, file);
+  }
+  return args;
+}
+
+function isVisibleInSandbox(real: string): boolean {
+  const roots = [...SANDBOX_SYSTEM_DIRS, ...SANDBOX_ETC_FILES];
+  return roots.some((root) => real === root || real.startsWith(`${root}/`));
 }
 
 function namespaceArgs(): string[] {
@@ -169,6 +197,14 @@ function namespaceArgs(): string[] {
     "--cap-drop",
     "ALL",
   ];
+}
+
+async function lstatOrUndefined(p: string): Promise<Stats | undefined> {
+  try {
+    return await lstat(p);
+  } catch {
+    return undefined;
+  }
 }
 
 async function kindOf(p: string): Promise<"dir" | "file" | "other" | undefined> {

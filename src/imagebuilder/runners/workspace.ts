@@ -45,6 +45,7 @@ export async function createWorkspaceTree(
   const dir = path.join(root, "ib");
   const binDir = path.join(root, "bin");
   const filesDir = path.join(root, "files");
+  const privateDir = path.join(root, "private");
   let disposed = false;
   const dispose = async (): Promise<void> => {
     if (disposed) return;
@@ -57,13 +58,23 @@ export async function createWorkspaceTree(
     await mkdir(dir, { mode: baseStat.mode & 0o7777 });
     await mkdir(binDir);
     await mkdir(filesDir);
+    await mkdir(privateDir, { mode: 0o700 });
     const linked = new Set(opts.linkedReadOnly.map((p) => path.posix.normalize(p).replace(/\/+$/, "")));
     const readOnlyDirs: string[] = [];
     await mirror(opts.processRunner, base, dir, "", linked, readOnlyDirs);
     const dlPath = path.join(dir, "dl");
     if (opts.dl === "symlink") await symlink(path.resolve(opts.sharedDlDir), dlPath);
     else await mkdir(dlPath);
-    return { dir, binDir, filesDir, root, dlDir: path.resolve(opts.sharedDlDir), readOnlyDirs, dispose };
+    return {
+      dir,
+      binDir,
+      filesDir,
+      privateDir,
+      root,
+      dlDir: path.resolve(opts.sharedDlDir),
+      readOnlyDirs,
+      dispose,
+    };
   } catch (err) {
     await dispose();
     throw err;
