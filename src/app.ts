@@ -4,6 +4,7 @@ import type { FastifyInstance } from "fastify";
 import pino, { type Logger } from "pino";
 import type { AsuConfig } from "./config/config.js";
 import { createApp } from "./http/app.js";
+import { FeedStager } from "./imagebuilder/feed-stager.js";
 import { ImageBuilderManager } from "./imagebuilder/imagebuilder-manager.js";
 import { ProcessRunner } from "./imagebuilder/process-runner.js";
 import { createRunner, defaultHiddenPaths } from "./imagebuilder/runners/native-runner.js";
@@ -123,6 +124,7 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
       logger,
       imagebuilders,
       runner,
+      feeds: new FeedStager({ cacheDir: path.join(config.cache_path, "packages") }),
       storeFiles: (hash, files) => store.put(hash, files),
       ...(config.signing_key ? { signer: new UsignImageSigner(config.signing_key) } : {}),
     });

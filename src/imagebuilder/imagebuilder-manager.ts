@@ -68,8 +68,6 @@ export interface ImageBuilderLease {
   /** The unpacked ImageBuilder's top folder. */
   root: string;
   revisionKey: string;
-  /** The shared package download cache for this version and target. */
-  dlDir: string;
   archiveName: string;
   /** Gives the tree back; it may then be garbage-collected if a newer one exists. Idempotent. */
   release(): Promise<void>;
@@ -184,13 +182,11 @@ export class ImageBuilderManager {
   async acquire(req: AcquireRequest): Promise<ImageBuilderLease> {
     checkVersionAndTarget(req.version, req.target);
     const revision = await this.resolve(req);
-    const dlDir = path.join(this.cacheDir, "dl", req.version, ...req.target.split("/"));
-    await mkdir(dlDir, { recursive: true });
     // gc of another process may remove a tree between "installed" and "leased" if an even
     // newer revision appeared meanwhile; install it again then.
     for (let attempt = 1; ; attempt++) {
       await this.ensureInstalled(revision, req.onStage);
-      const lease = await this.withKeyLock(revision, () => this.createLease(revision, dlDir));
+      const lease = await this.withKeyLock(revision, () => this.createLease(revision));
       if (lease !== undefined) return lease;
       if (attempt === 3) {
         throw new ImageBuilderUnpackError(
@@ -573,7 +569,7 @@ export class ImageBuilderManager {
   }
 
   /** Runs under the key lock, so gc cannot delete the tree between the check and the marker. */
-  private async createLease(revision: Revision, dlDir: string): Promise<ImageBuilderLease | undefined> {
+  private async createLease(revision: Revision): Promise<ImageBuilderLease | undefined> {
     const marker = await readComplete(revision);
     if (marker === undefined) return undefined;
     const hostname = os.hostname();
@@ -606,7 +602,6 @@ export class ImageBuilderManager {
     return {
       root: path.join(revision.revDir, marker.topDir),
       revisionKey: revision.revisionKey,
-      dlDir,
       archiveName: marker.archiveName,
       release,
     };

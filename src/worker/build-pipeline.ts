@@ -2,6 +2,8 @@ import { createHash } from "node:crypto";
 import { mkdir, readFile, readdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { AsuConfig, BranchConfig } from "../config/config.js";
+import { readFeedList, type FeedList } from "../imagebuilder/feed-stager.js";
+import type { BuildRunner, Workspace as BuildWorkspace } from "../imagebuilder/runners/build-runner.js";
 import type { BuildJobData, BuildStage } from "../queue/build-job.js";
 import { applyPackageChanges } from "../request/package-changes.js";
 import { BuildError } from "../shared/errors.js";
@@ -21,42 +23,32 @@ export interface ImageBuilderSource {
     target: string;
     branch: BranchConfig;
     onStage?: (stage: "download_imagebuilder" | "unpack_imagebuilder") => void;
-  }): Promise<{ root: string; dlDir: string; release(): Promise<void> }>;
+  }): Promise<{ root: string; release(): Promise<void> }>;
 }
 
-export interface BuildWorkspace {
-  dir: string;
-  binDir: string;
-  filesDir: string;
-  dispose(): Promise<void>;
-}
-
-export interface CommandResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-  durationMs: number;
-}
-
-/** What the pipeline needs from a runner (native bubblewrap or unsandboxed). */
-export interface BuildRunner {
-  createWorkspace(imagebuilderRoot: string, opts: { sharedDlDir: string }): Promise<BuildWorkspace>;
-  run(
-    ws: BuildWorkspace,
-    opts: { args: string[]; timeoutMs: number; maxOutputBytes: number; signal?: AbortSignal },
-  ): Promise<CommandResult>;
-}
+export type { BuildRunner, BuildWorkspace };
 
 export interface ImageSigner {
   /** Writes `<image>.sig` beside each image; returns the files written. */
   sign(files: string[]): Promise<string[]>;
 }
 
+/** What the pipeline needs to give a network-less build its packages (FeedStager). */
+export interface PackageFeeds {
+  stage(
+    ws: BuildWorkspace,
+    list: FeedList,
+    wanted: string[],
+    opts: { dumpApkIndex: (file: string) => Promise<string>; customUrls?: Set<string>; signal?: AbortSignal },
+  ): Promise<unknown>;
+}
+
 export interface PipelineDeps {
   config: AsuConfig;
   imagebuilders: ImageBuilderSource;
   runner: BuildRunner;
+  /** Stages the packages a build needs; without it the build must reach its feeds itself. */
+  feeds?: PackageFeeds;
   /** Copies finished files into the store under the request hash. */
   storeFiles(hash: string, files: { name: string; path: string }[]): Promise<void>;
   signer?: ImageSigner;
@@ -86,6 +78,11 @@ interface OutputProfiles {
   profiles?: Record<string, Record<string, unknown> & { images?: ProfileImage[] }>;
   [key: string]: unknown;
 }
+
+// Installed into every image by the ImageBuilder itself (apk pins them, opkg installs them first).
+const BASE_PACKAGES = ["base-files", "libc", "kernel"];
+// `apk adbdump --format json` of a whole snapshot feed runs to several MiB.
+const APK_DUMP_MAX_BYTES = 256 * 1024 * 1024;
 
 // Image types that a router flashes; these get signatures when a key is configured.
 const SIGNED_TYPES = new Set(["sysupgrade", "factory", "combined", "combined-efi", "sdcard"]);
@@ -148,9 +145,11 @@ export async function runBuildPipeline(
     return result;
   };
 
-  const ws = await deps.runner.createWorkspace(lease.root, { sharedDlDir: lease.dlDir });
+  const ws = await deps.runner.createWorkspace(lease.root, {});
   try {
     await applyCustomRepositories(ws.dir, req);
+    // Read before the build first runs: from here on the workspace is the build's to change.
+    const feedList = deps.feeds ? await readFeedList(ws) : undefined;
     await setStage("validate_revision");
     const infoRun = await make(["info"]);
     if (infoRun.code !== 0) {
@@ -182,6 +181,44 @@ export async function runBuildPipeline(
       : requested;
 
     await setStage("validate_manifest");
+    if (deps.feeds && feedList) {
+      const remaining = Math.max(1, deadline - Date.now());
+      await deps.feeds.stage(
+        ws,
+        feedList,
+        [
+          ...requested,
+          ...info.defaultPackages,
+          ...(info.profilePackages[job.profile] ?? []),
+          ...BASE_PACKAGES,
+        ],
+        {
+          dumpApkIndex: async (file) => {
+            const run = await deps.runner.run(ws, {
+              args: [
+                path.join(ws.dir, "staging_dir", "host", "bin", "apk"),
+                "adbdump",
+                "--format",
+                "json",
+                file,
+              ],
+              timeoutMs: Math.max(1, deadline - Date.now()),
+              maxOutputBytes: APK_DUMP_MAX_BYTES,
+            });
+            if (run.code !== 0 || run.timedOut) {
+              throw new BuildError("Error: The ImageBuilder's apk could not read a package index.", {
+                userFault: false,
+                stdout: run.stdout,
+                stderr: run.stderr,
+              });
+            }
+            return run.stdout;
+          },
+          customUrls: new Set(Object.values(req.repositories).map((u) => u.replace(/\/+$/, ""))),
+          signal: AbortSignal.timeout(remaining),
+        },
+      );
+    }
     const manifestRun = await make([
       "manifest",
       `PROFILE=${job.profile}`,

@@ -6,6 +6,7 @@ import { isRetryable } from "../imagebuilder/imagebuilder-errors.js";
 import { AsuError, BuildError } from "../shared/errors.js";
 import type { Stats } from "../stats/stats.js";
 import { runBuildPipeline, type PipelineDeps } from "./build-pipeline.js";
+import { checkJob } from "./job-check.js";
 
 export interface WorkerLogger {
   info(obj: object, msg: string): void;
@@ -36,6 +37,12 @@ export function startBuildWorker(deps: BuildWorkerDeps): Worker<BuildJobData> {
 
 export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): Promise<void> {
   const { config, queue, stats, logger } = deps;
+  const refused = checkJob(job.id, job.data, config);
+  if (refused !== undefined) {
+    // No result is written: the id may be the hash of someone else's request.
+    logger.error({ hash: job.id, reason: refused }, "refused a job that no API could have queued");
+    throw new UnrecoverableError(`refused job: ${refused}`);
+  }
   const req = job.data.request;
   const started = Date.now();
   const facts = { hash: job.id, version: req.version, target: req.target, profile: job.data.profile };

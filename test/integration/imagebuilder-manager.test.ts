@@ -251,7 +251,6 @@ describe("ImageBuilderManager", () => {
     expect(lease).toMatchObject({
       root: path.join(cacheDir, "imagebuilders", VERSION, "ath79_generic", revisionKey, TOP),
       revisionKey,
-      dlDir: path.join(cacheDir, "dl", VERSION, "ath79", "generic"),
       archiveName: ARCHIVE,
     });
     expect(await readFile(path.join(lease.root, "Makefile"), "utf8")).toBe("info:\n\techo v1\n");
@@ -259,7 +258,6 @@ describe("ImageBuilderManager", () => {
     expect((await lstat(path.join(lease.root, "staging_dir", "host", "bin", "tool"))).mode & 0o777).toBe(
       0o755,
     );
-    expect((await lstat(lease.dlDir)).isDirectory()).toBe(true);
     expect(upstream.count(ARCHIVE)).toBe(1);
     expect(warnings).toEqual([]);
 
@@ -298,7 +296,7 @@ describe("ImageBuilderManager", () => {
       branch: branch(key.publicLine),
     });
     const runner = new NativeRunner({ processRunner, hiddenPaths: [cacheDir] });
-    const ws = await runner.createWorkspace(lease.root, { sharedDlDir: lease.dlDir });
+    const ws = await runner.createWorkspace(lease.root, {});
     try {
       expect(path.dirname(ws.root)).toBe(path.join(path.dirname(lease.root), "workspaces"));
       const result = await runner.run(ws, {

@@ -53,7 +53,15 @@ image:
 	echo package > dl/pkg-1.ipk
 	cat include/rules.mk
 read-dl:
-	cat dl/pkg-1.ipk
+	-cat dl/pkg-1.ipk && echo SEES-OTHER-DL
+	cat $(FEEDS)/base/Packages
+	-touch $(FEEDS)/base/evil && echo WROTE-FEEDS
+net:
+	-bash -c 'exec 3<>/dev/tcp/127.0.0.1/$(REDIS_PORT)' && echo REACHED-REDIS
+	-bash -c 'exec 3<>/dev/tcp/$(HOST_IP)/$(REDIS_PORT)' && echo REACHED-HOST-IP
+	-bash -c 'exec 3<>/dev/tcp/169.254.169.254/80' && echo REACHED-METADATA
+	-bash -c 'exec 3<>/dev/tcp/10.0.0.1/80' && echo REACHED-PRIVATE
+	-bash -c 'exec 3<>/dev/tcp/1.1.1.1/80' && echo REACHED-INTERNET
 env:
 	env | sort
 	test -e /proc/$(HOSTPID) && echo SEES-HOST-PID || echo no-host-pid
@@ -61,6 +69,14 @@ env:
 sleep:
 	sleep 987654 & sleep 987655 & echo started; wait
 `;
+
+/** An address of this host other than loopback, or loopback when it has none. */
+function hostAddress(): string {
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const a of list ?? []) if (!a.internal && a.family === "IPv4") return a.address;
+  }
+  return "127.0.0.1";
+}
 
 function alivePidsWithArg(marker: string): number[] {
   const pids: number[] = [];
@@ -82,7 +98,6 @@ describe("build runners", () => {
   let tmp: string;
   let cacheDir: string;
   let base: string;
-  let dlDir: string;
   let secretDir: string;
   let secretFile: string;
   let secretKey: string;
@@ -104,11 +119,14 @@ describe("build runners", () => {
       `OUTSIDE=${process.cwd()}`,
       `PRIVATE=${ws.privateDir}`,
       `FILES=${ws.filesDir}`,
+      `FEEDS=${ws.feedsDir}`,
+      `REDIS_PORT=6379`,
+      `HOST_IP=${hostAddress()}`,
     ];
   }
 
   async function workspace(runner: NativeRunner | UnsandboxedRunner): Promise<Workspace> {
-    const ws = await runner.createWorkspace(base, { sharedDlDir: dlDir });
+    const ws = await runner.createWorkspace(base, {});
     workspaces.push(ws);
     return ws;
   }
@@ -117,7 +135,6 @@ describe("build runners", () => {
     tmp = await mkdtemp(path.join(os.tmpdir(), "asu-runner-"));
     cacheDir = path.join(tmp, "cache");
     base = path.join(cacheDir, "imagebuilders", "23.05.5", "ath79_generic", "rev1", "openwrt-imagebuilder");
-    dlDir = path.join(cacheDir, "dl", "23.05.5", "ath79", "generic");
     secretDir = path.join(tmp, "etc-asu");
     secretFile = path.join(secretDir, "asu.toml");
     secretKey = path.join(tmp, "signing.key");
@@ -242,7 +259,7 @@ describe("build runners", () => {
       expect(existsSync(path.join(ws.dir, "staging_dir", "host", ".prereq-build"))).toBe(true);
     });
 
-    it("writes images into BIN_DIR and packages into the shared dl cache", async () => {
+    it("writes images into BIN_DIR; dl/ is private to each build and the staged feeds are read-only", async () => {
       const ws = await workspace(native);
       const result = await native.run(ws, {
         args: await makeArgs(ws, "image"),
@@ -251,14 +268,37 @@ describe("build runners", () => {
       });
       expect(result).toMatchObject({ code: 0, stdout: "original rules\n", stderr: "" });
       expect(await readFile(path.join(ws.binDir, "image.bin"), "utf8")).toBe("firmware\n");
-      expect(await readFile(path.join(dlDir, "pkg-1.ipk"), "utf8")).toBe("package\n");
+      expect(await readFile(path.join(ws.dir, "dl", "pkg-1.ipk"), "utf8")).toBe("package\n");
       const second = await workspace(native);
+      await mkdir(path.join(second.feedsDir, "base"));
+      await writeFile(path.join(second.feedsDir, "base", "Packages"), "Package: staged\n");
       const read = await native.run(second, {
         args: await makeArgs(second, "read-dl"),
         timeoutMs: 30_000,
         maxOutputBytes: 65536,
       });
-      expect(read.stdout).toBe("package\n");
+      expect(read.code).toBe(0);
+      expect(read.stdout).toBe("Package: staged\n");
+      expect(read.stderr).toContain("Read-only file system");
+      expect(existsSync(path.join(second.feedsDir, "base", "evil"))).toBe(false);
+    });
+
+    it("has no network: not the host's Redis, its addresses, cloud metadata, private ranges or the internet", async () => {
+      const ws = await workspace(native);
+      const result = await native.run(ws, {
+        args: await makeArgs(ws, "net"),
+        timeoutMs: 30_000,
+        maxOutputBytes: 65536,
+      });
+      expect(result.code).toBe(0);
+      expect(result.stdout).not.toContain("REACHED");
+      // 127.0.0.1 is the sandbox's own, empty loopback: Redis on the host's is not there.
+      expect(result.stderr).toContain("/dev/tcp/127.0.0.1/6379: Connection refused");
+      expect(result.stderr).toContain("/dev/tcp/169.254.169.254/80: Network is unreachable");
+      expect(result.stderr).toContain("/dev/tcp/10.0.0.1/80: Network is unreachable");
+      expect(result.stderr).toContain("/dev/tcp/1.1.1.1/80: Network is unreachable");
+      // Fails at once: there is no interface to wait on.
+      expect(result.durationMs).toBeLessThan(10_000);
     });
 
     it("runs with a clean environment in its own pid namespace", async () => {
@@ -312,13 +352,12 @@ describe("build runners", () => {
       expect(alivePidsWithArg("987655")).toEqual([]);
     });
 
-    it("disposes a workspace without touching the shared tree or the dl cache", async () => {
+    it("disposes a workspace without touching the shared tree", async () => {
       const ws = await workspace(native);
       await ws.dispose();
       await ws.dispose();
       expect(existsSync(ws.root)).toBe(false);
       expect(await readFile(path.join(base, "include", "rules.mk"), "utf8")).toBe("original rules\n");
-      expect(existsSync(dlDir)).toBe(true);
     });
   });
 
@@ -344,7 +383,7 @@ describe("build runners", () => {
       });
       expect(image.code).toBe(0);
       expect(await readFile(path.join(ws.binDir, "image.bin"), "utf8")).toBe("firmware\n");
-      expect(await readFile(path.join(dlDir, "pkg-1.ipk"), "utf8")).toBe("package\n");
+      expect(await readFile(path.join(ws.dir, "dl", "pkg-1.ipk"), "utf8")).toBe("package\n");
     });
 
     it("kills make and all its children at the timeout", async () => {

@@ -20,10 +20,14 @@ export interface Workspace {
   filesDir: string;
   /** Only the worker sees and writes this folder (signatures, staged files). */
   privateDir: string;
+  /**
+   * The package feeds the worker fetched for this build (indexes as published, signatures,
+   * and the package files), read-only inside the build. Builds have no network: this is
+   * where opkg and apk find everything (issue #9, item 2).
+   */
+  feedsDir: string;
   /** The folder that holds dir, binDir, filesDir and privateDir; created by the worker. */
   root: string;
-  /** The shared package download cache that appears as `<dir>/dl`. */
-  dlDir: string;
   /** Folders inside `dir` that are hardlinked to the shared tree and therefore read-only. */
   readOnlyDirs: string[];
   /** Deletes the workspace. Safe to call twice. */
@@ -31,8 +35,6 @@ export interface Workspace {
 }
 
 export interface CreateWorkspaceOptions {
-  /** The shared package download cache for this ImageBuilder (ImageBuilderLease.dlDir). */
-  sharedDlDir: string;
   /**
    * Where workspaces are created; must be on the same filesystem as the ImageBuilder tree
    * (hardlinks). Default: a `workspaces` folder next to the tree.

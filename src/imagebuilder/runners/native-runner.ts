@@ -83,7 +83,6 @@ export class NativeRunner implements BuildRunner {
       ...opts,
       processRunner: this.processRunner,
       linkedReadOnly: this.linkedReadOnly,
-      dl: "mountpoint",
     });
   }
 
@@ -153,7 +152,7 @@ export class NativeRunner implements BuildRunner {
     args.push("--bind", ws.dir, ws.dir, "--bind", ws.binDir, ws.binDir);
     args.push("--ro-bind", ws.filesDir, ws.filesDir);
     for (const dir of ws.readOnlyDirs) args.push("--ro-bind", dir, dir);
-    args.push("--bind", ws.dlDir, path.join(ws.dir, "dl"));
+    args.push("--ro-bind", ws.feedsDir, ws.feedsDir);
     args.push("--clearenv", "--setenv", "PATH", BUILD_PATH, "--setenv", "HOME", "/tmp");
     args.push("--setenv", "TMPDIR", "/tmp", "--setenv", "LANG", "C.UTF-8", "--chdir", ws.dir);
     return args;
@@ -191,6 +190,9 @@ function namespaceArgs(): string[] {
     "--unshare-ipc",
     "--unshare-uts",
     "--unshare-cgroup-try",
+    // No network at all: not the host's loopback (Redis, the API), not its addresses, not
+    // private ranges or cloud metadata. The worker fetches what a build needs (feed-stager.ts).
+    "--unshare-net",
     "--hostname",
     "asu-build",
     // Without this, bwrap started by root keeps every capability inside the sandbox.

@@ -35,7 +35,6 @@ export class UnsandboxedRunner implements BuildRunner {
       // Without a sandbox nothing can mount the hardlinked folders read-only, so a workspace
       // is a full copy: a stray write must still not reach the shared tree.
       linkedReadOnly: [],
-      dl: "symlink",
     });
   }
 

@@ -1,4 +1,4 @@
-import { lstat, mkdir, mkdtemp, readdir, rm, stat, symlink } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { ProcessRunner } from "../process-runner.js";
 import type { CreateWorkspaceOptions, Workspace } from "./build-runner.js";
@@ -16,8 +16,10 @@ import type { CreateWorkspaceOptions, Workspace } from "./build-runner.js";
  *   corrupts nothing;
  * - everything else is copied with `cp -a --reflink=auto`: copy-on-write on btrfs/XFS, a
  *   real copy elsewhere (a few seconds for a large ImageBuilder, against builds of minutes).
- * `dl/` is never copied: it is the shared package cache, bind-mounted (or symlinked when
- * unsandboxed) so that a second build does not download the same packages again.
+ * `dl/` is never copied and never shared: the real ImageBuilder keeps opkg's lists and
+ * signatures there and rewrites them on every run, so two builds sharing one `dl/` read each
+ * other's half-written lists (issue #8). Each build gets an empty one; packages are shared
+ * through the worker's verified package cache instead (feed-stager.ts).
  */
 export const DEFAULT_LINKED_READ_ONLY = ["include", "scripts", "target/linux", "staging_dir/host/lib"];
 
@@ -27,8 +29,6 @@ const CP_ENV = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" };
 export interface WorkspaceFactoryOptions extends CreateWorkspaceOptions {
   processRunner: ProcessRunner;
   linkedReadOnly: string[];
-  /** "mountpoint": an empty dl/ for the sandbox to bind over; "symlink": dl -> sharedDlDir. */
-  dl: "mountpoint" | "symlink";
 }
 
 export async function createWorkspaceTree(
@@ -40,17 +40,17 @@ export async function createWorkspaceTree(
   if (!baseStat.isDirectory()) throw new Error(`${base} is not an unpacked ImageBuilder`);
   const parent = path.resolve(opts.workspacesDir ?? path.join(path.dirname(base), "workspaces"));
   await mkdir(parent, { recursive: true, mode: 0o700 });
-  await mkdir(opts.sharedDlDir, { recursive: true });
   const root = await mkdtemp(path.join(parent, "ws-"));
   const dir = path.join(root, "ib");
   const binDir = path.join(root, "bin");
   const filesDir = path.join(root, "files");
   const privateDir = path.join(root, "private");
+  const feedsDir = path.join(root, "feeds");
   let disposed = false;
   const dispose = async (): Promise<void> => {
     if (disposed) return;
     disposed = true;
-    // rm never follows symlinks, so the dl link and the hardlinked files only lose their names.
+    // rm never follows symlinks, so links a build left and the hardlinked files only lose their names.
     await rm(root, { recursive: true, force: true, maxRetries: 3 });
   };
 
@@ -59,19 +59,18 @@ export async function createWorkspaceTree(
     await mkdir(binDir);
     await mkdir(filesDir);
     await mkdir(privateDir, { mode: 0o700 });
+    await mkdir(feedsDir);
     const linked = new Set(opts.linkedReadOnly.map((p) => path.posix.normalize(p).replace(/\/+$/, "")));
     const readOnlyDirs: string[] = [];
     await mirror(opts.processRunner, base, dir, "", linked, readOnlyDirs);
-    const dlPath = path.join(dir, "dl");
-    if (opts.dl === "symlink") await symlink(path.resolve(opts.sharedDlDir), dlPath);
-    else await mkdir(dlPath);
+    await mkdir(path.join(dir, "dl"));
     return {
       dir,
       binDir,
       filesDir,
       privateDir,
+      feedsDir,
       root,
-      dlDir: path.resolve(opts.sharedDlDir),
       readOnlyDirs,
       dispose,
     };
