@@ -63,6 +63,7 @@ net:
 	-bash -c 'exec 3<>/dev/tcp/10.0.0.1/80' && echo REACHED-PRIVATE
 	-bash -c 'exec 3<>/dev/tcp/1.1.1.1/80' && echo REACHED-INTERNET
 env:
+	umask
 	env | sort
 	test -e /proc/$(HOSTPID) && echo SEES-HOST-PID || echo no-host-pid
 	hostname
@@ -301,14 +302,19 @@ describe("build runners", () => {
       expect(result.durationMs).toBeLessThan(10_000);
     });
 
-    it("runs with a clean environment in its own pid namespace", async () => {
+    it("runs with a clean environment and umask 022 in its own pid namespace", async () => {
       const ws = await workspace(native);
-      const result = await native.run(ws, {
-        args: await makeArgs(ws, "env"),
-        timeoutMs: 30_000,
-        maxOutputBytes: 65536,
-      });
+      // OpenWrt's prerequisite check refuses any umask but 022, whatever the server runs with.
+      const saved = process.umask(0o077);
+      const result = await native
+        .run(ws, {
+          args: await makeArgs(ws, "env"),
+          timeoutMs: 30_000,
+          maxOutputBytes: 65536,
+        })
+        .finally(() => process.umask(saved));
       expect(result.code).toBe(0);
+      expect(result.stdout.split("\n")[0]).toBe("0022");
       const lines = result.stdout.trim().split("\n");
       const env = Object.fromEntries(
         lines.filter((l) => l.includes("=")).map((l) => l.split(/=(.*)/s).slice(0, 2)),

@@ -4,6 +4,15 @@ import type { RunResult } from "../process-runner.js";
 export const BUILD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin";
 
 /**
+ * Runs argv with umask 022, whatever the server's own umask: OpenWrt's prerequisite check
+ * refuses any other ("Please build with umask 022 - other values produce broken packages"),
+ * and files in images must not come out group- or world-writable.
+ */
+export function withBuildUmask(args: string[]): string[] {
+  return ["/bin/sh", "-c", 'umask 022 && exec "$0" "$@"', ...args];
+}
+
+/**
  * One build's private copy of an unpacked ImageBuilder, plus its output and files folders.
  *
  * Only `dir` and `binDir` are writable inside the sandbox, and each is a mount point there, so

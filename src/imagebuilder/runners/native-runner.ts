@@ -6,6 +6,7 @@ import { ConfigError } from "../../shared/errors.js";
 import type { ProcessRunner, RunResult } from "../process-runner.js";
 import {
   BUILD_PATH,
+  withBuildUmask,
   type BuildRunner,
   type CreateWorkspaceOptions,
   type RunnerLogger,
@@ -88,7 +89,7 @@ export class NativeRunner implements BuildRunner {
 
   async run(ws: Workspace, opts: RunnerRunOptions): Promise<RunResult> {
     if (opts.args.length === 0) throw new Error("run: args is empty");
-    const argv = [this.bwrap, ...(await this.sandboxArgs(ws)), "--", ...opts.args];
+    const argv = [this.bwrap, ...(await this.sandboxArgs(ws)), "--", ...withBuildUmask(opts.args)];
     const runOpts = {
       argv,
       env: { PATH: BUILD_PATH },

@@ -3,6 +3,7 @@ import path from "node:path";
 import type { ProcessRunner, RunResult } from "../process-runner.js";
 import {
   BUILD_PATH,
+  withBuildUmask,
   type BuildRunner,
   type CreateWorkspaceOptions,
   type RunnerRunOptions,
@@ -45,7 +46,7 @@ export class UnsandboxedRunner implements BuildRunner {
     await mkdir(home, { recursive: true });
     await mkdir(tmp, { recursive: true });
     const runOpts = {
-      argv: opts.args,
+      argv: withBuildUmask(opts.args),
       cwd: ws.dir,
       env: { PATH: BUILD_PATH, HOME: home, TMPDIR: tmp, LANG: "C.UTF-8" },
       timeoutMs: opts.timeoutMs,
