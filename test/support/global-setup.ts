@@ -1,0 +1,22 @@
+/**
+ * vitest globalSetup: builds (or finds in the cache) OpenWrt's real host package tools once per
+ * `vitest run`, before any test file starts, so no test file ever compiles them itself.
+ *
+ * Tests read the folder with `inject("realToolsDir")` (typed below). The same path is also put
+ * in the environment as ASU_REAL_TOOLS_DIR, for processes that tests start (they inherit it).
+ */
+import type { TestProject } from "vitest/node";
+import { ensureRealTools } from "../../fixtures/real-tools/real-tools.js";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    /** staging_dir/host-like folder: bin/{opkg,usign,ucert,fwtool,mkhash,padjffs2,apk} */
+    realToolsDir: string;
+  }
+}
+
+export default async function setup(project: TestProject): Promise<void> {
+  const tools = await ensureRealTools({ log: (line) => console.log(line) });
+  process.env.ASU_REAL_TOOLS_DIR = tools.hostDir;
+  project.provide("realToolsDir", tools.hostDir);
+}
