@@ -8,6 +8,7 @@ import type { NormalizedRequest } from "./normalize-request.js";
 import { applyPackageChanges } from "./package-changes.js";
 import { PackageNameIndex } from "./package-suggestions.js";
 import { isRepositoryAllowed } from "./repository-allow-list.js";
+import { repositoryFolderUrl } from "./repository-url.js";
 
 export interface ValidationDeps {
   config: AsuConfig;
@@ -176,7 +177,8 @@ function checkRootfsSize(req: NormalizedRequest, config: AsuConfig): void {
 
 function checkRepositories(req: NormalizedRequest, config: AsuConfig): void {
   for (const [name, url] of Object.entries(req.repositories)) {
-    if (isRepositoryAllowed(url, config.repository_allow_list)) continue;
+    // `url` is already the canonical form (normalizeRequest); the feed file gets exactly this text.
+    if (isRepositoryAllowed(repositoryFolderUrl(url), config.repository_allow_list)) continue;
     const allowed =
       config.repository_allow_list.length > 0
         ? `Allowed locations: ${config.repository_allow_list.join(", ")}.`
