@@ -258,3 +258,47 @@ describe("parseDuration", () => {
     expect(parseDuration("-5")).toBeUndefined();
   });
 });
+
+describe("trust_proxy", () => {
+  const load = (toml: string, env: Record<string, string> = {}) => {
+    const { dir, file } = writeToml(toml);
+    return loadConfig({ file, cwd: dir, env }).trust_proxy;
+  };
+
+  it("keeps reading booleans: false trusts nobody, true exactly one proxy hop", () => {
+    expect(loadConfig({ cwd: tempDir(), env: {} }).trust_proxy).toBe(false);
+    expect(load("trust_proxy = false")).toBe(false);
+    expect(load("trust_proxy = true")).toBe(1);
+  });
+
+  it("reads a number of proxies and a list of proxy addresses or networks", () => {
+    expect(load("trust_proxy = 2")).toBe(2);
+    expect(load("trust_proxy = 0")).toBe(false);
+    expect(load('trust_proxy = ["127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8", "loopback"]')).toEqual([
+      "127.0.0.1",
+      "10.0.0.0/8",
+      "::1",
+      "fd00::/8",
+      "loopback",
+    ]);
+  });
+
+  it("reads TRUST_PROXY from the environment as a boolean, a number or a list", () => {
+    const env = (value: string) => loadConfig({ cwd: tempDir(), env: { TRUST_PROXY: value } }).trust_proxy;
+    expect(env("true")).toBe(1);
+    expect(env("off")).toBe(false);
+    expect(env("3")).toBe(3);
+    expect(env("127.0.0.1, 10.0.0.0/8")).toEqual(["127.0.0.1", "10.0.0.0/8"]);
+    expect(env('["192.0.2.1"]')).toEqual(["192.0.2.1"]);
+  });
+
+  it("refuses what is not an address, a network or a hop count, naming each", () => {
+    const { dir, file } = writeToml('trust_proxy = ["10.0.0.0/33", "proxy.example", "1.2.3.4"]');
+    const problems = problemsOf(() => loadConfig({ file, cwd: dir, env: {} }));
+    expect(problems.join("\n")).toContain('trust_proxy[0]: "10.0.0.0/33"');
+    expect(problems.join("\n")).toContain('trust_proxy[1]: "proxy.example"');
+    expect(problems.join("\n")).not.toContain("trust_proxy[2]");
+    expect(problemsOf(() => load("trust_proxy = -1")).join("\n")).toContain("trust_proxy");
+    expect(problemsOf(() => load('trust_proxy = "yes please"')).join("\n")).toContain("trust_proxy");
+  });
+});

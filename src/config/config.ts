@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import path from "node:path";
 import { parse as parseToml } from "smol-toml";
 import Type, { type Static, type TSchema } from "typebox";
@@ -71,7 +72,10 @@ export const RawConfigSchema = Type.Object(
     store_max_bytes: Type.Optional(Type.Integer({ minimum: 0 })),
     redis_prefix: Type.Optional(Type.String({ pattern: "^[\\w.-]+$" })),
     worker_lock_duration: Type.Optional(Duration),
-    trust_proxy: Type.Optional(Type.Boolean()),
+    // false, true (one proxy hop), a number of proxy hops, or proxy addresses/networks.
+    trust_proxy: Type.Optional(
+      Type.Union([Type.Boolean(), Type.Integer({ minimum: 0 }), Type.Array(Type.String())]),
+    ),
     imagebuilder_check_interval: Type.Optional(Duration),
   },
   { additionalProperties: false },
@@ -91,6 +95,8 @@ export interface BranchConfig {
   /** usign public key (base64 line) that signs this branch's sha256sums; undefined = none known. */
   pubkey?: string;
 }
+
+export type TrustProxy = false | number | string[];
 
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
 
@@ -133,8 +139,12 @@ export interface AsuConfig {
   worker_lock_duration: number;
   /** How often a worker asks upstream whether an ImageBuilder changed (a new snapshot). */
   imagebuilder_check_interval: number;
-  /** Take the client address from X-Forwarded-For (only behind a reverse proxy that sets it). */
-  trust_proxy: boolean;
+  /**
+   * Which X-Forwarded-For entries to believe, counted from the right (the entry the nearest
+   * proxy appended): false = none (the socket address is the client); a number = that many
+   * proxy hops (`true` in asu.toml means 1); a list = the proxies' addresses or networks.
+   */
+  trust_proxy: TrustProxy;
   /** The asu.toml that was read, if any; hidden from builds. */
   config_file?: string;
 }
@@ -214,7 +224,10 @@ export function loadConfig(options: LoadConfigOptions = {}): AsuConfig {
   for (const key of Object.keys(RawConfigSchema.properties)) {
     const value = env[key.toUpperCase()];
     if (value === undefined || value === "") continue;
-    const coerced = coerceEnv(key, value, RawConfigSchema.properties[key as keyof RawConfig]);
+    const coerced =
+      key === "trust_proxy"
+        ? coerceTrustProxyEnv(value)
+        : coerceEnv(key, value, RawConfigSchema.properties[key as keyof RawConfig]);
     if (coerced.ok) raw[key] = coerced.value;
     else problems.push(`${key} (from env ${key.toUpperCase()}): ${coerced.error}`);
   }
@@ -291,7 +304,7 @@ export function loadConfig(options: LoadConfigOptions = {}): AsuConfig {
     store_max_bytes: conf.store_max_bytes ?? DEFAULTS.store_max_bytes,
     redis_prefix: conf.redis_prefix ?? DEFAULTS.redis_prefix,
     worker_lock_duration: duration("worker_lock_duration"),
-    trust_proxy: conf.trust_proxy ?? false,
+    trust_proxy: trustProxy(conf.trust_proxy, problems),
     imagebuilder_check_interval: duration("imagebuilder_check_interval"),
   };
   if (existsSync(file)) config.config_file = file;
@@ -364,6 +377,55 @@ export function isUsignPublicKey(text: string): boolean {
   if (!/^[A-Za-z0-9+/]+={0,2}$/.test(trimmed)) return false;
   const bytes = Buffer.from(trimmed, "base64");
   return bytes.length === 42 && bytes[0] === 0x45 && bytes[1] === 0x64;
+}
+
+/**
+ * `true` keeps its old meaning, "behind one reverse proxy", as a hop count of 1: the client
+ * is the entry that proxy appended, whatever the client wrote to the left of it (issue #9,
+ * item 7). 0 is the same as false.
+ */
+function trustProxy(value: RawConfig["trust_proxy"], problems: string[]): TrustProxy {
+  if (value === undefined || value === false || value === 0) return false;
+  if (value === true) return 1;
+  if (typeof value === "number") return value;
+  for (const [i, entry] of value.entries()) {
+    if (!isProxyAddress(entry)) {
+      problems.push(
+        `trust_proxy[${i}]: "${entry}" is not an IP address or network; write it like "10.0.0.1", "10.0.0.0/8", "fd00::/8" or "loopback"`,
+      );
+    }
+  }
+  return value.length === 0 ? false : value.map((entry) => entry.trim());
+}
+
+/** What Fastify's proxy-addr accepts: an address, address/prefix, IPv4 address/netmask, or a named range. */
+export function isProxyAddress(text: string): boolean {
+  const entry = text.trim();
+  if (["loopback", "linklocal", "uniquelocal"].includes(entry)) return true;
+  const slash = entry.indexOf("/");
+  const address = slash === -1 ? entry : entry.slice(0, slash);
+  const version = isIP(address);
+  if (version === 0) return false;
+  if (slash === -1) return true;
+  const range = entry.slice(slash + 1);
+  if (/^\d{1,3}$/.test(range)) return Number(range) <= (version === 4 ? 32 : 128);
+  return version === 4 && isIP(range) === 4;
+}
+
+/** TRUST_PROXY: a boolean word, a number of hops, a JSON list or comma-separated addresses. */
+function coerceTrustProxyEnv(text: string): Coerced {
+  const t = text.trim().toLowerCase();
+  if (["true", "yes", "on"].includes(t)) return { ok: true, value: true };
+  if (["false", "no", "off"].includes(t)) return { ok: true, value: false };
+  if (/^\d+$/.test(t)) return { ok: true, value: Number(t) };
+  if (t.startsWith("[")) return parseJson(text);
+  return {
+    ok: true,
+    value: text
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean),
+  };
 }
 
 function isHttpUrl(text: string): boolean {

@@ -14,6 +14,7 @@ import { BuildService } from "./build-service.js";
 import { registerErrorHandler } from "./error-handler.js";
 import { registerMetadataRoutes } from "./metadata-routes.js";
 import { registerStoreRoutes } from "./store-routes.js";
+import { fastifyTrustProxy } from "./trust-proxy.js";
 
 export interface AppDeps {
   config: AsuConfig;
@@ -34,9 +35,9 @@ export interface AsuApp {
 export async function createApp(deps: AppDeps): Promise<AsuApp> {
   const app = Fastify({
     logger: deps.logger === false ? false : { level: deps.config.log_level },
-    // Rate limits key on the client address. X-Forwarded-For is believed only when the operator
-    // says a proxy sets it; otherwise anyone could pick a fresh address per request.
-    trustProxy: deps.config.trust_proxy,
+    // Rate limits key on request.ip. X-Forwarded-For is believed only as far as the operator
+    // says proxies append to it, counted from the right (see trust-proxy.ts).
+    trustProxy: fastifyTrustProxy(deps.config.trust_proxy),
     bodyLimit: 1024 * 1024,
     // LuCI appends "?<milliseconds>" to every URL; Fastify ignores unknown query strings.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true } },

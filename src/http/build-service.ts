@@ -116,7 +116,7 @@ export class BuildService {
 export function resultTtl(request: NormalizedRequest, config: AsuConfig): number {
   if (request.defaults) return config.build_defaults_ttl;
   const wanted = request.packages.filter((p) => !p.startsWith("-"));
-  const pinned = wanted.length > 0 && wanted.every((p) => request.packages_versions[p] !== undefined);
+  const pinned = wanted.length > 0 && wanted.every((p) => Object.hasOwn(request.packages_versions, p));
   return pinned ? config.build_ttl : config.build_ttl_unversioned;
 }
 

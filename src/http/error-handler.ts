@@ -31,6 +31,7 @@ export function errorBody(
 
 interface ValidationIssue {
   instancePath: string;
+  keyword?: string;
   message?: string;
   params?: Record<string, unknown>;
 }
@@ -44,8 +45,31 @@ function fieldName(issue: ValidationIssue, dataVar: string | undefined): string 
   return parts.map((p, i) => (/^\d+$/.test(p) ? `[${p}]` : i === 0 ? p : `.${p}`)).join("");
 }
 
+/**
+ * The names for auc's X-Unknown-Package header: at most HEADER_NAMES, then a count. Some
+ * HTTP clients refuse headers over a few KB (issue #9, item 8).
+ */
+const HEADER_NAMES = 20;
+
+export function unknownPackageHeader(error: UnknownPackageError): string {
+  const counted = error.extra.unknown_packages_count;
+  const total =
+    typeof counted === "number" ? Math.max(counted, error.packages.length) : error.packages.length;
+  const names = error.packages.slice(0, HEADER_NAMES).map((name) => name.slice(0, 128));
+  const more = total - names.length;
+  return more > 0 ? `${names.join(", ")}, and ${more} more` : names.join(", ");
+}
+
 function describeIssue(issue: ValidationIssue, dataVar: string | undefined): string {
   const field = fieldName(issue, dataVar);
+  const limit = issue.params?.limit;
+  if (
+    (issue.instancePath === "/packages" || issue.instancePath === "/packages_versions") &&
+    (issue.keyword === "maxItems" || issue.keyword === "maxProperties") &&
+    typeof limit === "number"
+  ) {
+    return `${field} names more packages than this server accepts: at most ${limit}. An OpenWrt image has a few hundred; remove the ones you do not need`;
+  }
   const pattern = issue.params?.pattern;
   if (typeof pattern === "string") {
     return `${field} contains characters that are not allowed (it must match ${pattern})`;
@@ -59,7 +83,7 @@ export function registerErrorHandler(app: FastifyInstance): void {
       if (error instanceof AsuError) {
         if (error instanceof UnknownPackageError) {
           // auc prints this header on 422.
-          void reply.header("X-Unknown-Package", error.packages.join(", "));
+          void reply.header("X-Unknown-Package", unknownPackageHeader(error));
         }
         if (error.status >= 500) request.log.warn({ err: error }, error.detail);
         return reply.code(error.status).send(errorBody(error.status, error.detail, error.extra));

@@ -95,7 +95,7 @@ async function targetArch(
       `Unknown version: ${resolved.version}. The download server publishes no targets for it (yet).`,
     );
   }
-  const arch = targets[target];
+  const arch = Object.hasOwn(targets, target) ? targets[target] : undefined;
   if (arch === undefined) {
     throw new NotFoundError(
       `Unknown target: ${target}. Version ${resolved.version} does not publish it; see /json/v1/overview.json for the targets of each branch.`,

@@ -1,5 +1,11 @@
 import { SchemaError } from "../shared/errors.js";
-import type { BuildRequestBody, Filesystem, RepositoriesMode } from "./build-request-schema.js";
+import {
+  REQUEST_LIMITS,
+  type BuildRequestBody,
+  type Filesystem,
+  type RepositoriesMode,
+} from "./build-request-schema.js";
+import { canonicalRepositoryUrl } from "./repository-url.js";
 
 /**
  * A build request in one canonical form: what the hash is computed from, what the worker
@@ -50,6 +56,13 @@ export function normalizeRequest(body: BuildRequestBody): NormalizedRequest {
     seen.add(name);
     packages.push(name);
   }
+  // Each list is capped by the schema; together they must stay under the same cap.
+  if (packages.length > REQUEST_LIMITS.packages) {
+    throw new SchemaError(
+      `The request names ${packages.length} packages (packages and packages_versions together); ` +
+        `this server accepts at most ${REQUEST_LIMITS.packages}. An OpenWrt image has a few hundred; remove the ones you do not need.`,
+    );
+  }
 
   return {
     distro: (body.distro ?? "openwrt").trim() || "openwrt",
@@ -66,7 +79,9 @@ export function normalizeRequest(body: BuildRequestBody): NormalizedRequest {
       body.defaults === undefined || body.defaults === null || body.defaults === "" ? null : body.defaults,
     rootfs_size_mb: normalizeRootfsSize(body.rootfs_size_mb),
     filesystem: body.filesystem ?? null,
-    repositories: Object.fromEntries(ownEntries(body.repositories)),
+    repositories: Object.fromEntries(
+      ownEntries(body.repositories).map(([name, url]) => [name, repositoryUrl(name, url)]),
+    ),
     repositories_mode: body.repositories_mode === "replace" ? "replace" : "append",
     repository_keys: [...(body.repository_keys ?? [])],
   };
@@ -84,6 +99,16 @@ function normalizeRootfsSize(value: number | string | null | undefined): number 
     );
   }
   return Number(trimmed);
+}
+
+/**
+ * The server's own spelling of a repository URL (see repository-url.ts): the hash, the
+ * allow-list check and the feed file all see this, never the client's text.
+ */
+function repositoryUrl(name: string, url: string): string {
+  const result = canonicalRepositoryUrl(url);
+  if (result.ok) return result.url;
+  throw new SchemaError(`Repository ${name}: the URL ${JSON.stringify(url)} ${result.problem}.`);
 }
 
 function ownEntries(record: Record<string, string> | undefined): [string, string][] {

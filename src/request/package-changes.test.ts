@@ -144,3 +144,18 @@ describe("globToRegExp", () => {
     expect(globToRegExp("a+").test("a+")).toBe(true);
   });
 });
+
+describe("applyPackageChanges with names that are JavaScript object properties", () => {
+  it("leaves toString, constructor, __proto__ and friends as plain names", () => {
+    const names = ["toString", "constructor", "valueOf", "hasOwnProperty", "__proto__", "__defineGetter__"];
+    for (const version of ["24.10.4", "23.05.4", "SNAPSHOT"]) {
+      expect(applyPackageChanges(names, ath79(version))).toEqual(names);
+      expect(
+        applyPackageChanges(
+          names.map((n) => `-${n}`),
+          ath79(version),
+        ),
+      ).toEqual(names.map((n) => `-${n}`));
+    }
+  });
+});

@@ -27,7 +27,11 @@ export function applyPackageChanges(
 
   for (const rule of data.replace_rules) {
     if (!versionMatches(ctx.version, rule.version)) continue;
-    list = list.map((p) => ({ ...p, name: rule.replace[p.name] ?? p.name }));
+    // Object.hasOwn: a package named "toString" must not pick up Object.prototype.toString.
+    list = list.map((p) => ({
+      ...p,
+      name: Object.hasOwn(rule.replace, p.name) ? (rule.replace[p.name] as string) : p.name,
+    }));
   }
 
   for (const rule of data.language_pack_prefix_renames) {

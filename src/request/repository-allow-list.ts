@@ -8,9 +8,11 @@
  *   - `https://downloads.openwrt.org/releasesX/...` (the path prefix ends at a `/`)
  *   - `https://downloads.openwrt.org/releases/../x` (the parser resolves `..` first)
  *   - `http://downloads.openwrt.org/releases/...`   (another scheme)
+ * Requests pass the parsed canonical URL (repository-url.ts), so what is checked here is what
+ * the feed file gets; spellings other parsers read differently never reach this function.
  */
-export function isRepositoryAllowed(url: string, allowList: readonly string[]): boolean {
-  const candidate = parseHttpUrl(url);
+export function isRepositoryAllowed(url: string | URL, allowList: readonly string[]): boolean {
+  const candidate = typeof url === "string" ? parseHttpUrl(url) : parseHttpUrl(url.href);
   if (!candidate) return false;
   return allowList.some((entry) => {
     const allowed = parseHttpUrl(entry);

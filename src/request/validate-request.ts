@@ -8,6 +8,7 @@ import type { NormalizedRequest } from "./normalize-request.js";
 import { applyPackageChanges } from "./package-changes.js";
 import { PackageNameIndex } from "./package-suggestions.js";
 import { isRepositoryAllowed } from "./repository-allow-list.js";
+import { repositoryFolderUrl } from "./repository-url.js";
 
 export interface ValidationDeps {
   config: AsuConfig;
@@ -176,7 +177,8 @@ function checkRootfsSize(req: NormalizedRequest, config: AsuConfig): void {
 
 function checkRepositories(req: NormalizedRequest, config: AsuConfig): void {
   for (const [name, url] of Object.entries(req.repositories)) {
-    if (isRepositoryAllowed(url, config.repository_allow_list)) continue;
+    // `url` is already the canonical form (normalizeRequest); the feed file gets exactly this text.
+    if (isRepositoryAllowed(repositoryFolderUrl(url), config.repository_allow_list)) continue;
     const allowed =
       config.repository_allow_list.length > 0
         ? `Allowed locations: ${config.repository_allow_list.join(", ")}.`
@@ -198,8 +200,11 @@ interface PackageCheckContext {
   profileInfo: ProfileInfo;
 }
 
-/** Unknown names get suggestions only up to this many (each costs a scan of the index). */
-const MAX_SUGGESTIONS = 20;
+/**
+ * Unknown names listed (with suggestions) in the answer; the rest are counted. Each
+ * suggestion costs a scan of the index, and some HTTP clients refuse huge headers.
+ */
+export const MAX_LISTED = 20;
 
 /**
  * Rejects packages that exist in no feed of the release, before a build slot is spent on
@@ -237,19 +242,27 @@ async function checkPackages(req: NormalizedRequest, ctx: PackageCheckContext): 
   );
   if (unknown.length === 0) return "checked";
 
-  const suggestions: Record<string, string> = {};
-  for (const name of unknown.slice(0, MAX_SUGGESTIONS)) {
+  // A Map: names such as "toString" or "__proto__" must not find Object.prototype's members.
+  const suggestions = new Map<string, string>();
+  const listedNames = unknown.slice(0, MAX_LISTED);
+  for (const name of listedNames) {
     const suggestion = index.suggest(name);
-    if (suggestion) suggestions[name] = suggestion;
+    if (suggestion !== undefined) suggestions.set(name, suggestion);
   }
-  const listed = unknown.map((name) =>
-    suggestions[name] ? `${name} (did you mean ${suggestions[name]}?)` : name,
-  );
+  const listed = listedNames.map((name) => {
+    const suggestion = suggestions.get(name);
+    return suggestion !== undefined ? `${name} (did you mean ${suggestion}?)` : name;
+  });
+  const more = unknown.length - listedNames.length;
   const detail =
     unknown.length === 1
       ? `Unknown package: ${listed[0]}. Check the name, or remove it from the request.`
-      : `Unknown packages: ${listed.join(", ")}. Check the names, or remove them from the request.`;
-  throw new UnknownPackageError(detail, unknown, { suggestions });
+      : `Unknown packages: ${listed.join(", ")}${more > 0 ? `, and ${more} more` : ""}. Check the names, or remove them from the request.`;
+  // Bounded like the detail: 1,000 unknown names must not make a 100 KB answer (issue #9, item 8).
+  throw new UnknownPackageError(detail, listedNames, {
+    suggestions: Object.fromEntries(suggestions),
+    unknown_packages_count: unknown.length,
+  });
 }
 
 /**

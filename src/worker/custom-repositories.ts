@@ -1,6 +1,8 @@
 import { existsSync } from "node:fs";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { REPOSITORY_NAME_PATTERN } from "../request/build-request-schema.js";
+import { canonicalRepositoryUrl } from "../request/repository-url.js";
 import { BuildError } from "../shared/errors.js";
 import { parsePublicKey } from "../shared/usign.js";
 
@@ -15,6 +17,24 @@ async function replaceFile(file: string, content: string): Promise<void> {
   const tmp = `${file}.asu-tmp`;
   await writeFile(tmp, content);
   await rename(tmp, file);
+}
+
+const NAME = new RegExp(REPOSITORY_NAME_PATTERN);
+
+/**
+ * The URL as the feed file gets it: only the server's own serialisation, which the request
+ * was hashed and allow-listed with (normalizeRequest). A job whose URL is not in that form
+ * (queued by an older server) fails rather than write text wget or opkg read differently.
+ */
+function feedUrl(name: string, url: string): string {
+  const canonical = canonicalRepositoryUrl(url);
+  if (!NAME.test(name) || !canonical.ok || canonical.url !== url) {
+    throw new BuildError(
+      `Error: repository ${JSON.stringify(name)} has a name or URL this server does not accept${canonical.ok ? "" : ` (the URL ${canonical.problem})`}. Send the build request again.`,
+      { userFault: true },
+    );
+  }
+  return canonical.url;
 }
 
 /**
@@ -36,7 +56,7 @@ export async function applyCustomRepositories(workspaceDir: string, req: CustomR
       ? lines.filter((l) => (isOpkg ? !/^src\/gz /.test(l) : !/^https?:\/\//.test(l.trim())))
       : lines;
   const added = names.map((name) => {
-    const url = req.repositories[name] as string;
+    const url = feedUrl(name, req.repositories[name] as string);
     return isOpkg ? `src/gz ${name} ${url}` : url;
   });
   // Custom feeds go first so the local ImageBuilder feed and options stay at the end.
