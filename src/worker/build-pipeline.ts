@@ -77,6 +77,8 @@ export interface PipelineLimits {
   outputTailBytes: number;
 }
 
+const PROFILES_READ_TIMEOUT_MS = 30_000;
+
 export const DEFAULT_LIMITS: PipelineLimits = {
   profilesJsonBytes: 4 * 1024 * 1024,
   imageBytes: 2 * 1024 * 1024 * 1024,
@@ -376,7 +378,9 @@ async function buildSteps(
     // --- everything below reads hostile build output (issue #9) ----------------------------
     let output: OutputProfiles;
     try {
-      const text = await readRegularFile(ws.binDir, "profiles.json", limits.profilesJsonBytes, signal);
+      // Its own time bound too: a few MB from local disk take milliseconds.
+      const readSignal = AbortSignal.any([signal, AbortSignal.timeout(PROFILES_READ_TIMEOUT_MS)]);
+      const text = await readRegularFile(ws.binDir, "profiles.json", limits.profilesJsonBytes, readSignal);
       output = JSON.parse(text.toString("utf8")) as OutputProfiles;
     } catch (err) {
       if (err instanceof UnsafeFileError && err.reason === "missing") {
@@ -385,7 +389,7 @@ async function buildSteps(
           logs,
         );
       }
-      if (err instanceof UnsafeFileError && err.reason !== "aborted") {
+      if (err instanceof UnsafeFileError && (err.reason !== "aborted" || !signal.aborted)) {
         throw outputFault(`Error: The build left an unusable profiles.json: ${err.message}.`, logs);
       }
       if (err instanceof SyntaxError) {

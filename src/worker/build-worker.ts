@@ -29,8 +29,9 @@ export interface BuildWorkerDeps extends PipelineDeps {
 
 /**
  * Runs builds from the queue. User faults (impossible selection, too big, wrong revision)
- * are stored as failed results at once; anything else is retried by BullMQ and stored as a
- * failure only after the last attempt.
+ * are stored as failed results at once for build_failure_ttl; anything else is retried by
+ * BullMQ when another attempt could help, and stored for SERVER_FAULT_TTL_SECONDS at most:
+ * a broken feed or a timeout must not answer "failed" for an hour as if it were the user's.
  */
 export function startBuildWorker(deps: BuildWorkerDeps): Worker<BuildJobData> {
   const worker = deps.queue.createWorker((job) => processJob(job, deps), {
