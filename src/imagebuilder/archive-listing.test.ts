@@ -109,6 +109,102 @@ describe("checkArchiveEntries", () => {
     });
   });
 
+  // Issue #9 finding 5: link targets were resolved by name only.
+  it("resolves link targets through the links the archive creates (chained, in any order)", () => {
+    const dirs = Array.from({ length: 12 }, (_, i) => `d${i + 1}`);
+    const deep = dirs.join("/");
+    const ups = dirs.map(() => "l1").join("/");
+    // every d<i>/l1 -> ../ ; by name, d1/.../d12/l1/.../l1/../opt stays deep inside; really it
+    // climbs to the top folder, and ".." leaves it. The links come after the link that uses them.
+    const target = `${deep}/${ups}/../opt/x`;
+    const chained = listing(
+      `${D}ib/`,
+      `${D}ib/${deep}/`,
+      `${L}ib/x -> ${target}`,
+      ...dirs.map((_, i) => `${L}ib/${dirs.slice(0, i + 1).join("/")}/l1 -> ../`),
+    );
+    expect(check(chained)).toEqual({
+      ok: false,
+      reason: `symlink "ib/x" points outside the ImageBuilder ("${target}")`,
+    });
+    // one link to a shallower folder, then ".." from there
+    expect(
+      check(listing(`${D}ib/`, `${L}ib/a/b/c/up -> ../..`, `${L}ib/x -> a/b/c/up/../../../../opt/x`)),
+    ).toEqual({
+      ok: false,
+      reason: 'symlink "ib/x" points outside the ImageBuilder ("a/b/c/up/../../../../opt/x")',
+    });
+    // links to links: each hop looks harmless by name
+    expect(
+      check(
+        listing(`${D}ib/`, `${L}ib/p -> q/..`, `${L}ib/q -> r/s`, `${L}ib/r/s -> ../..`, `${F}ib/Makefile`),
+      ),
+    ).toEqual({ ok: false, reason: 'symlink "ib/p" points outside the ImageBuilder ("q/..")' });
+    // a loop is refused, not followed forever
+    expect(check(listing(`${D}ib/`, `${L}ib/a -> b`, `${L}ib/b -> a`))).toEqual({
+      ok: false,
+      reason: 'symlink "ib/a" points outside the ImageBuilder ("b")',
+    });
+  });
+
+  it("accepts chained links that stay inside", () => {
+    expect(
+      check(
+        listing(
+          `${D}ib/`,
+          `${D}ib/a/b/`,
+          `${L}ib/a/b/up -> ..`,
+          `${L}ib/y -> a/b/up/b/up/../a`,
+          `${L}ib/staging_dir/host/bin/python -> python3`,
+          `${L}ib/staging_dir/host/bin/python3 -> /usr/bin/python3.11`,
+        ),
+      ),
+    ).toEqual({ ok: true, topDir: "ib", totalBytes: 0 });
+  });
+
+  it.each([
+    [`${D}ib/esc/.`, '"." or an empty part in path "ib/esc/."'],
+    [`${F}ib/a/./b`, '"." or an empty part in path "ib/a/./b"'],
+    [`${F}ib/a//b`, '"." or an empty part in path "ib/a//b"'],
+    [
+      `${L}ib/tool -> staging_dir/host/bin/python3`,
+      'symlink "ib/tool" points outside the ImageBuilder ("staging_dir/host/bin/python3")',
+    ],
+    [
+      `${L}ib/lib -> staging_dir/host/bin/usr/../lib`,
+      'symlink "ib/lib" points outside the ImageBuilder ("staging_dir/host/bin/usr/../lib")',
+    ],
+    [
+      `${F}ib/staging_dir/host/bin/python3`,
+      '"ib/staging_dir/host/bin/python3" appears more than once in the archive',
+    ],
+    [
+      `${F}ib/staging_dir/host/bin/python3/x`,
+      '"ib/staging_dir/host/bin/python3/x" would be written through the symlink "ib/staging_dir/host/bin/python3"',
+    ],
+    [
+      `${D}ib/staging_dir/host/bin/usr/`,
+      '"ib/staging_dir/host/bin/usr" appears more than once in the archive',
+    ],
+    [`${H}ib/h link to ib/rel`, 'hardlink "ib/h" points to the symlink "ib/rel"'],
+  ])("refuses %s (writes through or escapes via links)", (line, reason) => {
+    expect(
+      check(
+        listing(
+          `${D}ib/`,
+          `${D}ib/staging_dir/host/bin/`,
+          `${L}ib/staging_dir/host/bin/python3 -> /usr/bin/python3`,
+          `${L}ib/staging_dir/host/bin/usr -> /usr/`,
+          `${L}ib/staging_dir/rel -> ../Makefile`,
+          `${L}ib/rel -> staging_dir/rel`,
+          `${L}ib/esc -> staging_dir`,
+          `${F}ib/Makefile`,
+          line,
+        ),
+      ),
+    ).toEqual({ ok: false, reason });
+  });
+
   it("refuses empty archives and archives over the size limit", () => {
     expect(check("")).toEqual({ ok: false, reason: "the archive is empty" });
     expect(checkArchiveEntries(parseTarListing(listing(`${D}ib/`, `${F}ib/a`, `${F}ib/b`)), 2000)).toEqual({

@@ -80,23 +80,34 @@ function normaliseName(name: string): string {
  * OpenWrt's prereq-build links host tools into staging_dir/host/bin with absolute targets
  * (`staging_dir/host/bin/python3 -> /usr/bin/python3`), and the ImageBuilder tarball keeps
  * those links (target/imagebuilder/Makefile copies bin/* with `cp -fpR`). They are harmless
- * here because no member may be extracted through a symlink; any other absolute or escaping
- * link is refused.
+ * here because no member may be extracted through a symlink, nor may a link elsewhere lead
+ * through them; any other absolute or escaping link is refused (docs/decisions/003).
  */
+function isHostToolDir(top: string, name: string): boolean {
+  return path.posix.dirname(name) === `${top}/staging_dir/host/bin`;
+}
+
 function isHostToolLink(top: string, name: string, target: string): boolean {
   return (
-    path.posix.dirname(name) === `${top}/staging_dir/host/bin` &&
+    isHostToolDir(top, name) &&
     /^\/(usr\/|bin\/|sbin\/)/.test(target) &&
-    !target.split("/").includes("..")
+    !target.split("/").some((p) => p === ".." || p === ".")
   );
 }
+
+// Linux gives up after 40 links in one lookup (ELOOP); so do we.
+const MAX_LINK_HOPS = 40;
+
+type Resolution = { kind: "inside"; parts: string[] } | { kind: "host" } | { kind: "outside" };
 
 export function checkArchiveEntries(entries: ArchiveEntry[], maxUnpackedBytes: number): ArchiveCheck {
   const fail = (reason: string): ArchiveCheck => ({ ok: false, reason });
   if (entries.length === 0) return fail("the archive is empty");
 
   let top: string | undefined;
-  const symlinks = new Set<string>();
+  /** Symlinks by name, as the tree holds them once everything is unpacked. */
+  const symlinks = new Map<string, string>();
+  const kinds = new Map<string, ArchiveEntryType>();
   let totalBytes = 0;
 
   for (const entry of entries) {
@@ -105,11 +116,19 @@ export function checkArchiveEntries(entries: ArchiveEntry[], maxUnpackedBytes: n
     const parts = name.split("/");
     if (parts.includes("..")) return fail(`".." in path "${name}"`);
     if (name === "" || name === ".") continue;
+    // "esc/." names the folder a link points at: tar would change it, wherever it is.
+    if (parts.some((p) => p === "." || p === "")) return fail(`"." or an empty part in path "${name}"`);
     const first = parts[0] as string;
     if (top === undefined) top = first;
     else if (first !== top) return fail(`more than one top folder ("${top}" and "${first}")`);
     if (entry.type === "special") return fail(`special file "${name}" (type "${entry.typeChar}")`);
-    if (entry.type === "symlink") symlinks.add(path.posix.normalize(name));
+    // A second member of the same name replaces a link by a file or the other way round.
+    const seen = kinds.get(name);
+    if (seen !== undefined && (seen !== entry.type || seen === "symlink")) {
+      return fail(`"${name}" appears more than once in the archive`);
+    }
+    kinds.set(name, entry.type);
+    if (entry.type === "symlink") symlinks.set(name, entry.linkTarget ?? "");
     totalBytes += entry.size;
   }
   if (top === undefined) return fail("the archive has no top folder");
@@ -117,16 +136,50 @@ export function checkArchiveEntries(entries: ArchiveEntry[], maxUnpackedBytes: n
   if (totalBytes > maxUnpackedBytes) {
     return fail(`it unpacks to ${totalBytes} bytes, more than the limit of ${maxUnpackedBytes}`);
   }
+  const root = top;
 
-  const inside = (p: string): boolean => p === top || p.startsWith(`${top}/`);
   /** The first symlink among the proper prefixes of `p`, if any. */
   const throughSymlink = (p: string): string | undefined => {
-    const parts = path.posix.normalize(p).split("/");
+    const parts = p.split("/");
     for (let i = 1; i < parts.length; i++) {
       const prefix = parts.slice(0, i).join("/");
       if (symlinks.has(prefix)) return prefix;
     }
     return undefined;
+  };
+
+  /**
+   * Where `target` really leads from the folder `from` once the archive is unpacked, through
+   * every link the archive creates (chained, relative, in any order). "outside" as soon as a
+   * step leaves the tree; "host" only for a path that ends on a host-tool link.
+   */
+  const resolve = (from: string[], target: string, hops: { n: number }): Resolution => {
+    let cur = [...from];
+    const steps = target.split("/").filter((p) => p !== "" && p !== ".");
+    for (const [i, step] of steps.entries()) {
+      const last = i === steps.length - 1;
+      if (step === "..") {
+        if (cur.length <= 1) return { kind: "outside" };
+        cur.pop();
+        continue;
+      }
+      const next = [...cur, step];
+      const linkTarget = symlinks.get(next.join("/"));
+      if (linkTarget === undefined) {
+        cur = next;
+        continue;
+      }
+      if (++hops.n > MAX_LINK_HOPS) return { kind: "outside" };
+      if (linkTarget.startsWith("/")) {
+        if (last && isHostToolLink(root, next.join("/"), linkTarget)) return { kind: "host" };
+        return { kind: "outside" };
+      }
+      const via = resolve(cur, linkTarget, hops);
+      if (via.kind === "inside") cur = via.parts;
+      else if (via.kind === "host" && last) return via;
+      else return { kind: "outside" };
+    }
+    return { kind: "inside", parts: cur };
   };
 
   for (const entry of entries) {
@@ -136,25 +189,32 @@ export function checkArchiveEntries(entries: ArchiveEntry[], maxUnpackedBytes: n
     if (via !== undefined) return fail(`"${name}" would be written through the symlink "${via}"`);
     const target = entry.linkTarget;
     if (entry.type === "symlink" && target !== undefined) {
+      const outside = fail(`symlink "${name}" points outside the ImageBuilder ("${target}")`);
       if (target === "") return fail(`symlink "${name}" has an empty target`);
       if (target.startsWith("/")) {
-        if (!isHostToolLink(top, name, target)) {
-          return fail(`symlink "${name}" points outside the ImageBuilder ("${target}")`);
-        }
+        if (!isHostToolLink(root, name, target)) return outside;
         continue;
       }
-      const resolved = path.posix.normalize(path.posix.join(path.posix.dirname(name), target));
-      if (!inside(resolved)) return fail(`symlink "${name}" points outside the ImageBuilder ("${target}")`);
+      const resolved = resolve(path.posix.dirname(name).split("/"), target, { n: 0 });
+      if (resolved.kind === "outside") return outside;
+      // A relative link that ends on a host-tool link is one too: only in staging_dir/host/bin.
+      if (resolved.kind === "host" && !isHostToolDir(root, name)) return outside;
     }
     if (entry.type === "hardlink" && target !== undefined) {
       const parts = target.split("/");
-      if (target.startsWith("/") || parts.includes("..") || !inside(path.posix.normalize(target))) {
+      if (
+        target.startsWith("/") ||
+        parts.some((p) => p === ".." || p === "." || p === "") ||
+        (parts[0] !== root && target !== root)
+      ) {
         return fail(`hardlink "${name}" points outside the ImageBuilder ("${target}")`);
       }
       const targetVia = throughSymlink(target);
       if (targetVia !== undefined)
         return fail(`hardlink "${name}" points through the symlink "${targetVia}"`);
+      // link(2) does not follow: a hardlink to a relative symlink is that symlink in another folder.
+      if (symlinks.has(target)) return fail(`hardlink "${name}" points to the symlink "${target}"`);
     }
   }
-  return { ok: true, topDir: top, totalBytes };
+  return { ok: true, topDir: root, totalBytes };
 }

@@ -1,6 +1,7 @@
 import { createReadStream, type ReadStream } from "node:fs";
-import { copyFile, lstat, mkdir, readdir, realpath, rename, rm, stat } from "node:fs/promises";
+import { lstat, mkdir, readdir, realpath, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
+import { copyOpened, writeNewFile, type OpenedFile } from "../shared/safe-fs.js";
 
 const HASH_RE = /^[0-9a-f]{64}$/;
 // Image and manifest names as OpenWrt writes them; never a path separator.
@@ -10,6 +11,24 @@ export interface StoredFile {
   stream: ReadStream;
   size: number;
   mtime: Date;
+}
+
+/**
+ * A file to publish. Build output comes as a descriptor the worker opened without following
+ * links (src/shared/safe-fs.ts), with the size and sha256 that profiles.json promised:
+ * clients verify that sha256, so it must be the hash of the bytes we serve. Files the worker
+ * made itself (manifest, signatures) come as data.
+ */
+export type StoreFile =
+  | { name: string; file: OpenedFile; sha256: string; maxBytes: number }
+  | { name: string; data: string | Buffer };
+
+/** The bytes read from build output are not the ones profiles.json described. */
+export class StoreIntegrityError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "StoreIntegrityError";
+  }
 }
 
 export interface StoreEntry {
@@ -31,17 +50,36 @@ export class LocalStore {
   }
 
   /**
-   * Copies finished files into the store. They land in a temporary folder first and are
-   * renamed into place, so a reader never sees half a build.
+   * Publishes finished files. They land in a temporary folder first and are renamed into
+   * place, so a reader never sees half a build, and never a file whose bytes do not match.
    */
-  async put(hash: string, files: { name: string; path: string }[]): Promise<void> {
+  async put(hash: string, files: StoreFile[], signal?: AbortSignal): Promise<void> {
     if (!HASH_RE.test(hash)) throw new Error(`invalid store hash ${hash}`);
+    const names = new Set<string>();
+    for (const file of files) {
+      if (!NAME_RE.test(file.name)) throw new Error(`refusing to store file with unsafe name ${file.name}`);
+      if (names.has(file.name)) throw new Error(`refusing to store ${file.name} twice`);
+      names.add(file.name);
+    }
     const tmp = path.join(this.root, `.tmp-${hash}-${process.pid}-${Date.now()}`);
     await mkdir(tmp, { recursive: true });
     try {
       for (const file of files) {
-        if (!NAME_RE.test(file.name)) throw new Error(`refusing to store file with unsafe name ${file.name}`);
-        await copyFile(file.path, path.join(tmp, file.name));
+        if ("data" in file) {
+          await writeNewFile(tmp, file.name, file.data);
+          continue;
+        }
+        const copied = await copyOpened(file.file, path.join(tmp, file.name), file.maxBytes, signal);
+        if (copied.size !== file.file.size) {
+          throw new StoreIntegrityError(
+            `${file.name} changed while it was stored (${file.file.size} bytes at open, ${copied.size} read)`,
+          );
+        }
+        if (copied.sha256 !== file.sha256) {
+          throw new StoreIntegrityError(
+            `${file.name} has sha256 ${copied.sha256}, but profiles.json says ${file.sha256}`,
+          );
+        }
       }
       const dest = path.join(this.root, hash);
       await rm(dest, { recursive: true, force: true });

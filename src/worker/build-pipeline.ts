@@ -1,19 +1,25 @@
 import { createHash } from "node:crypto";
-import { mkdir, readFile, readdir, writeFile } from "node:fs/promises";
-import path from "node:path";
 import type { AsuConfig, BranchConfig } from "../config/config.js";
-import { readFeedList, type FeedList } from "../imagebuilder/feed-stager.js";
-import type { BuildRunner, Workspace as BuildWorkspace } from "../imagebuilder/runners/build-runner.js";
 import type { BuildJobData, BuildStage } from "../queue/build-job.js";
 import { applyPackageChanges } from "../request/package-changes.js";
+import { readFeedList, type FeedList } from "../imagebuilder/feed-stager.js";
 import { BuildError } from "../shared/errors.js";
+import {
+  isSafeName,
+  openRegularFile,
+  readOpened,
+  readRegularFile,
+  UnsafeFileError,
+  writeNewFile,
+  type OpenedFile,
+} from "../shared/safe-fs.js";
+import { StoreIntegrityError, type StoreFile } from "../store/local-store.js";
 import { applyCustomRepositories } from "./custom-repositories.js";
 import {
+  describePackageFailure,
   exceedsStorage,
-  impossibleSelectionDetail,
   parseMakeInfo,
   parseManifest,
-  parsePackageErrors,
 } from "./imagebuilder-output.js";
 
 /** What the pipeline needs from the ImageBuilder cache (see src/imagebuilder). */
@@ -26,11 +32,42 @@ export interface ImageBuilderSource {
   }): Promise<{ root: string; release(): Promise<void> }>;
 }
 
-export type { BuildRunner, BuildWorkspace };
+/**
+ * A build's folders (see src/imagebuilder/runners/build-runner.ts). Everything in `dir` and
+ * `binDir` is hostile once the build ran; `filesDir` and `privateDir` are written by the
+ * worker only, and `root` holds them all.
+ */
+export interface BuildWorkspace {
+  root: string;
+  dir: string;
+  binDir: string;
+  filesDir: string;
+  privateDir: string;
+  /** The packages staged for this build, read-only inside it (feed-stager.ts). */
+  feedsDir: string;
+  dispose(): Promise<void>;
+}
+
+export interface CommandResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+  durationMs: number;
+}
+
+/** What the pipeline needs from a runner (native bubblewrap or unsandboxed). */
+export interface BuildRunner {
+  createWorkspace(imagebuilderRoot: string, opts: object): Promise<BuildWorkspace>;
+  run(
+    ws: BuildWorkspace,
+    opts: { args: string[]; timeoutMs: number; maxOutputBytes: number; signal?: AbortSignal },
+  ): Promise<CommandResult>;
+}
 
 export interface ImageSigner {
-  /** Writes `<image>.sig` beside each image; returns the files written. */
-  sign(files: string[]): Promise<string[]>;
+  /** Returns the detached signature (`<image>.sig` content) of an image's bytes. */
+  sign(image: Buffer): Promise<string>;
 }
 
 /** What the pipeline needs to give a network-less build its packages (FeedStager). */
@@ -43,15 +80,42 @@ export interface PackageFeeds {
   ): Promise<unknown>;
 }
 
+// Installed into every image by the ImageBuilder itself (apk pins them, opkg installs them first).
+const BASE_PACKAGES = ["base-files", "libc", "kernel"];
+// `apk adbdump --format json` of a whole snapshot feed runs to several MiB.
+const APK_DUMP_MAX_BYTES = 256 * 1024 * 1024;
+
+/** Bounds on what the worker reads from a build (issue #9); tests lower them. */
+export interface PipelineLimits {
+  /** profiles.json; real ones are a few KB per profile. */
+  profilesJsonBytes: number;
+  /** Any one image. */
+  imageBytes: number;
+  /** stdout and stderr each keep this much of their end in results. */
+  outputTailBytes: number;
+}
+
+const PROFILES_READ_TIMEOUT_MS = 30_000;
+
+export const DEFAULT_LIMITS: PipelineLimits = {
+  profilesJsonBytes: 4 * 1024 * 1024,
+  imageBytes: 2 * 1024 * 1024 * 1024,
+  outputTailBytes: 64 * 1024,
+};
+
 export interface PipelineDeps {
   config: AsuConfig;
   imagebuilders: ImageBuilderSource;
   runner: BuildRunner;
-  /** Stages the packages a build needs; without it the build must reach its feeds itself. */
+  /** Stages the packages a build needs; builds have no network (docs/decisions/005). */
   feeds?: PackageFeeds;
-  /** Copies finished files into the store under the request hash. */
-  storeFiles(hash: string, files: { name: string; path: string }[]): Promise<void>;
+  /**
+   * Publishes finished files under the request hash: images from their open descriptors
+   * (checking size and sha256 while copying), the manifest and signatures as data.
+   */
+  storeFiles(hash: string, files: StoreFile[], signal?: AbortSignal): Promise<void>;
   signer?: ImageSigner;
+  limits?: Partial<PipelineLimits>;
 }
 
 export interface PipelineResult {
@@ -79,11 +143,6 @@ interface OutputProfiles {
   [key: string]: unknown;
 }
 
-// Installed into every image by the ImageBuilder itself (apk pins them, opkg installs them first).
-const BASE_PACKAGES = ["base-files", "libc", "kernel"];
-// `apk adbdump --format json` of a whole snapshot feed runs to several MiB.
-const APK_DUMP_MAX_BYTES = 256 * 1024 * 1024;
-
 // Image types that a router flashes; these get signatures when a key is configured.
 const SIGNED_TYPES = new Set(["sysupgrade", "factory", "combined", "combined-efi", "sdcard"]);
 
@@ -91,6 +150,10 @@ const SIGNED_TYPES = new Set(["sysupgrade", "factory", "combined", "combined-efi
  * One build: make info → revision check → package changes → diff_packages → make manifest →
  * version check → make image → profiles.json → sign → store. Stages are reported as the
  * `imagebuilder_status` values LuCI knows.
+ *
+ * `job_timeout` bounds the whole job, ImageBuilder download and store included: when it
+ * fires, the job fails at once (the worker takes the next one) and the work still running is
+ * aborted and cleans up after itself.
  */
 export async function runBuildPipeline(
   hash: string,
@@ -98,76 +161,150 @@ export async function runBuildPipeline(
   deps: PipelineDeps,
   setStage: (stage: BuildStage) => Promise<void>,
 ): Promise<PipelineResult> {
+  const timeoutMs = deps.config.job_timeout * 1000;
+  const controller = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      controller.abort();
+      reject(
+        new BuildError(`Error: Build timed out after ${deps.config.job_timeout} s and was stopped.`, {
+          userFault: false,
+          // A hung build hangs again.
+          retryable: false,
+        }),
+      );
+    }, timeoutMs);
+  });
+  const work = buildSteps(hash, job, deps, setStage, controller.signal, Date.now() + timeoutMs);
+  try {
+    return await Promise.race([work, timedOut]);
+  } finally {
+    clearTimeout(timer);
+    controller.abort();
+    // After a timeout the steps end on their own (aborted); nobody waits for them.
+    work.catch(() => undefined);
+  }
+}
+
+interface Logs {
+  stdout: string;
+  stderr: string;
+}
+
+async function buildSteps(
+  hash: string,
+  job: BuildJobData,
+  deps: PipelineDeps,
+  setStage: (stage: BuildStage) => Promise<void>,
+  signal: AbortSignal,
+  deadline: number,
+): Promise<PipelineResult> {
   const { config } = deps;
+  const limits = { ...DEFAULT_LIMITS, ...deps.limits };
   const req = job.request;
   const branch = branchFor(config, req.version);
   const started = Date.now();
   let makeMs = 0;
   const stageUpdates: Promise<void>[] = [];
+  const stage = async (name: BuildStage): Promise<void> => {
+    signal.throwIfAborted();
+    await setStage(name);
+  };
 
-  await setStage("init");
+  if (req.defaults && !config.allow_defaults) {
+    throw new BuildError("Error: This server does not accept `defaults`. Remove them from the request.", {
+      userFault: true,
+    });
+  }
+
+  await stage("init");
   const lease = await deps.imagebuilders.acquire({
     version: req.version,
     target: req.target,
     branch,
-    onStage: (stage) => {
-      stageUpdates.push(setStage(stage));
+    onStage: (s) => {
+      if (!signal.aborted) stageUpdates.push(setStage(s));
     },
   });
-  await Promise.all(stageUpdates);
-  const imagebuilderMs = Date.now() - started;
-
-  const timeoutMs = config.job_timeout * 1000;
-  const deadline = started + timeoutMs;
-  const make = async (args: string[]) => {
-    const remaining = deadline - Date.now();
-    if (remaining <= 0) {
-      throw new BuildError(`Error: Build timed out after ${config.job_timeout} s. Try again later.`, {
-        userFault: false,
-        retryable: false,
-      });
-    }
-    const result = await deps.runner.run(ws, {
-      args: ["make", ...args],
-      timeoutMs: remaining,
-      maxOutputBytes: config.max_log_bytes,
-    });
-    makeMs += result.durationMs;
-    if (result.timedOut) {
-      // A hung build hangs again: no retry.
-      throw new BuildError(`Error: Build timed out after ${config.job_timeout} s and was stopped.`, {
-        userFault: false,
-        retryable: false,
-        stdout: result.stdout,
-        stderr: result.stderr,
-      });
-    }
-    return result;
-  };
-
-  const ws = await deps.runner.createWorkspace(lease.root, {});
   try {
+    await Promise.all(stageUpdates);
+    signal.throwIfAborted();
+    const imagebuilderMs = Date.now() - started;
+    const ws = await deps.runner.createWorkspace(lease.root, {});
+    try {
+      signal.throwIfAborted();
+      const result = await buildInWorkspace(ws, lease.root);
+      result.body.timings = {
+        imagebuilder_ms: imagebuilderMs,
+        make_ms: makeMs,
+        total_ms: Date.now() - started,
+      };
+      return { ...result, makeMs, imagebuilderMs };
+    } finally {
+      await ws.dispose().catch(() => undefined);
+    }
+  } finally {
+    await lease.release().catch(() => undefined);
+  }
+
+  async function buildInWorkspace(
+    ws: BuildWorkspace,
+    imagebuilderRoot: string,
+  ): Promise<{ body: Record<string, unknown> }> {
+    // What clients see of a command's output: its end, without host paths (issue #9).
+    const scrub = scrubber([
+      [ws.root, "/builder"],
+      [imagebuilderRoot, "/builder/ib"],
+    ]);
+    const logsOf = (r: CommandResult): Logs => ({
+      stdout: tail(scrub(r.stdout), limits.outputTailBytes),
+      stderr: tail(scrub(r.stderr), limits.outputTailBytes),
+    });
+    const make = async (args: string[]): Promise<CommandResult> => {
+      signal.throwIfAborted();
+      const result = await deps.runner.run(ws, {
+        args: ["make", ...args],
+        timeoutMs: Math.max(1, deadline - Date.now()),
+        maxOutputBytes: config.max_log_bytes,
+        signal,
+      });
+      makeMs += result.durationMs;
+      signal.throwIfAborted();
+      if (result.timedOut) {
+        throw new BuildError(`Error: Build timed out after ${config.job_timeout} s and was stopped.`, {
+          userFault: false,
+          retryable: false,
+          ...logsOf(result),
+        });
+      }
+      return result;
+    };
+    /** Build output the worker refused or could not read: never the user's fault. */
+    const outputFault = (detail: string, logs: Logs): BuildError =>
+      new BuildError(detail, { userFault: false, retryable: false, ...logs });
+
     await applyCustomRepositories(ws.dir, req);
+    // Written before any make runs, by exclusive create: nothing the build planted is followed.
+    if (req.defaults) {
+      await writeNewFile(ws.filesDir, "etc/uci-defaults/99-asu-defaults", req.defaults);
+    }
     // Read before the build first runs: from here on the workspace is the build's to change.
     const feedList = deps.feeds ? await readFeedList(ws) : undefined;
-    await setStage("validate_revision");
+
+    await stage("validate_revision");
     const infoRun = await make(["info"]);
     if (infoRun.code !== 0) {
       throw new BuildError("Error: The ImageBuilder could not list its profiles (make info failed).", {
         userFault: false,
-        stdout: infoRun.stdout,
-        stderr: infoRun.stderr,
+        ...logsOf(infoRun),
       });
     }
     const info = parseMakeInfo(infoRun.stdout);
     if (req.version_code && info.revision !== req.version_code) {
       throw new BuildError(
         `Error: Received incorrect version ${info.revision} (requested ${req.version_code})`,
-        {
-          userFault: true,
-          stdout: infoRun.stdout,
-          stderr: infoRun.stderr,
-        },
+        { userFault: true, ...logsOf(infoRun) },
       );
     }
 
@@ -180,9 +317,8 @@ export async function runBuildPipeline(
       ? diffPackages(requested, [...info.defaultPackages, ...(info.profilePackages[job.profile] ?? [])])
       : requested;
 
-    await setStage("validate_manifest");
+    await stage("validate_manifest");
     if (deps.feeds && feedList) {
-      const remaining = Math.max(1, deadline - Date.now());
       await deps.feeds.stage(
         ws,
         feedList,
@@ -195,27 +331,21 @@ export async function runBuildPipeline(
         {
           dumpApkIndex: async (file) => {
             const run = await deps.runner.run(ws, {
-              args: [
-                path.join(ws.dir, "staging_dir", "host", "bin", "apk"),
-                "adbdump",
-                "--format",
-                "json",
-                file,
-              ],
+              args: [`${ws.dir}/staging_dir/host/bin/apk`, "adbdump", "--format", "json", file],
               timeoutMs: Math.max(1, deadline - Date.now()),
               maxOutputBytes: APK_DUMP_MAX_BYTES,
+              signal,
             });
             if (run.code !== 0 || run.timedOut) {
               throw new BuildError("Error: The ImageBuilder's apk could not read a package index.", {
                 userFault: false,
-                stdout: run.stdout,
-                stderr: run.stderr,
+                ...logsOf(run),
               });
             }
             return run.stdout;
           },
           customUrls: new Set(Object.values(req.repositories).map((u) => u.replace(/\/+$/, ""))),
-          signal: AbortSignal.timeout(remaining),
+          signal,
         },
       );
     }
@@ -226,17 +356,17 @@ export async function runBuildPipeline(
       "STRIP_ABI=1",
     ]);
     if (manifestRun.code !== 0) {
-      const text = `${manifestRun.stdout}\n${manifestRun.stderr}`;
-      const problems = parsePackageErrors(text);
-      const detail =
-        problems.missing.length + problems.conflicts.length > 0
-          ? impossibleSelectionDetail(problems)
-          : "Error: Impossible package selection. See stderr for what the package manager said.";
-      throw new BuildError(detail, {
-        userFault: true,
-        stdout: manifestRun.stdout,
-        stderr: manifestRun.stderr,
-      });
+      const failure = describePackageFailure(`${manifestRun.stdout}\n${manifestRun.stderr}`);
+      throw new BuildError(
+        failure?.detail ??
+          "Error: Impossible package selection. See stderr for what the package manager said.",
+        {
+          // Unrecognised output may be a broken feed: not cached for an hour as the user's doing.
+          userFault: failure?.userFault ?? false,
+          retryable: failure ? !failure.userFault : false,
+          ...logsOf(manifestRun),
+        },
+      );
     }
     const manifest = parseManifest(manifestRun.stdout);
     for (const [name, version] of Object.entries(req.packages_versions)) {
@@ -245,19 +375,18 @@ export async function runBuildPipeline(
       if (actual === undefined) {
         throw new BuildError(`Error: Impossible package selection: ${name} is not in the manifest`, {
           userFault: true,
-          stdout: manifestRun.stdout,
-          stderr: manifestRun.stderr,
+          ...logsOf(manifestRun),
         });
       }
       if (actual !== version) {
         throw new BuildError(
           `Error: Impossible package selection: ${name} version not as requested: ${version} vs. ${actual}`,
-          { userFault: true, stdout: manifestRun.stdout, stderr: manifestRun.stderr },
+          { userFault: true, ...logsOf(manifestRun) },
         );
       }
     }
 
-    await setStage("calculate_packages_hash");
+    await stage("calculate_packages_hash");
     const packagesHash = createHash("sha256")
       .update(
         Object.entries(manifest)
@@ -276,85 +405,150 @@ export async function runBuildPipeline(
     ];
     if (req.rootfs_size_mb) imageArgs.push(`ROOTFS_PARTSIZE=${req.rootfs_size_mb}`);
     if (req.filesystem) imageArgs.push(`ROOTFS_FILESYSTEM=${req.filesystem}`);
-    if (req.defaults) {
-      if (!config.allow_defaults) {
-        throw new BuildError("Error: This server does not accept `defaults`. Remove them from the request.", {
-          userFault: true,
-        });
-      }
-      const target = path.join(ws.filesDir, "etc", "uci-defaults");
-      await mkdir(target, { recursive: true });
-      await writeFile(path.join(target, "99-asu-defaults"), req.defaults, { mode: 0o644 });
-      imageArgs.push(`FILES=${ws.filesDir}`);
-    }
+    if (req.defaults) imageArgs.push(`FILES=${ws.filesDir}`);
 
-    await setStage("building_image");
+    await stage("building_image");
     const imageRun = await make(imageArgs);
-    const logs = { stdout: imageRun.stdout, stderr: imageRun.stderr };
-    if (exceedsStorage(`${imageRun.stdout}\n${imageRun.stderr}`)) {
+    const logs = logsOf(imageRun);
+    const imageText = `${imageRun.stdout}\n${imageRun.stderr}`;
+    if (exceedsStorage(imageText)) {
       throw new BuildError("Error: Selected packages exceed device storage", { userFault: true, ...logs });
     }
     if (imageRun.code !== 0) {
-      throw new BuildError("Error: The image build failed. See stderr for the ImageBuilder's output.", {
-        userFault: false,
-        ...logs,
-      });
+      const failure = describePackageFailure(imageText);
+      throw new BuildError(
+        failure?.detail ?? "Error: The image build failed. See stderr for the ImageBuilder's output.",
+        {
+          userFault: failure?.userFault ?? false,
+          ...(failure ? { retryable: !failure.userFault } : {}),
+          ...logs,
+        },
+      );
     }
 
-    const profilesPath = path.join(ws.binDir, "profiles.json");
+    // --- everything below reads hostile build output (issue #9) ----------------------------
     let output: OutputProfiles;
     try {
-      output = JSON.parse(await readFile(profilesPath, "utf8")) as OutputProfiles;
-    } catch {
-      throw new BuildError(
-        "Error: The ImageBuilder wrote no profiles.json, so the images cannot be described.",
-        {
-          userFault: false,
-          ...logs,
-        },
-      );
-    }
-    const profile = output.profiles?.[job.profile];
-    if (!profile) {
-      throw new BuildError(
-        `Error: The ImageBuilder's profiles.json has no entry for profile ${job.profile}.`,
-        {
-          userFault: false,
-          ...logs,
-        },
-      );
-    }
-    const images = profile.images ?? [];
-    if (images.length === 0) {
-      throw new BuildError("Error: The build produced no images for this profile.", {
-        userFault: false,
-        ...logs,
-      });
-    }
-
-    const produced = new Set(await readdir(ws.binDir));
-    const storeNames = new Set<string>(["profiles.json"]);
-    for (const image of images) {
-      if (!produced.has(image.name)) {
-        throw new BuildError(`Error: profiles.json lists ${image.name}, but the build did not write it.`, {
-          userFault: false,
-          ...logs,
-        });
+      // Its own time bound too: a few MB from local disk take milliseconds.
+      const readSignal = AbortSignal.any([signal, AbortSignal.timeout(PROFILES_READ_TIMEOUT_MS)]);
+      const text = await readRegularFile(ws.binDir, "profiles.json", limits.profilesJsonBytes, readSignal);
+      output = JSON.parse(text.toString("utf8")) as OutputProfiles;
+    } catch (err) {
+      if (err instanceof UnsafeFileError && err.reason === "missing") {
+        throw outputFault(
+          "Error: The ImageBuilder wrote no profiles.json, so the images cannot be described.",
+          logs,
+        );
       }
-      storeNames.add(image.name);
+      if (err instanceof UnsafeFileError && (err.reason !== "aborted" || !signal.aborted)) {
+        throw outputFault(`Error: The build left an unusable profiles.json: ${err.message}.`, logs);
+      }
+      if (err instanceof SyntaxError) {
+        throw outputFault("Error: The ImageBuilder's profiles.json is not valid JSON.", logs);
+      }
+      throw err;
     }
-    for (const name of produced) if (name.endsWith(".manifest")) storeNames.add(name);
-
-    if (deps.signer) {
-      await setStage("signing_images");
-      const toSign = images.filter((i) => SIGNED_TYPES.has(i.type)).map((i) => path.join(ws.binDir, i.name));
-      for (const sig of await deps.signer.sign(toSign)) storeNames.add(path.basename(sig));
+    const profile = isRecord(output) && isRecord(output.profiles) ? output.profiles[job.profile] : undefined;
+    if (!isRecord(profile)) {
+      throw outputFault(
+        `Error: The ImageBuilder's profiles.json has no entry for profile ${job.profile}.`,
+        logs,
+      );
+    }
+    const images = Array.isArray(profile.images) ? (profile.images as unknown[]) : [];
+    if (images.length === 0) {
+      throw outputFault("Error: The build produced no images for this profile.", logs);
+    }
+    const names = new Set<string>();
+    for (const image of images) {
+      const name = isRecord(image) ? image.name : undefined;
+      if (typeof name !== "string" || !isSafeName(name)) {
+        throw outputFault(
+          `Error: The ImageBuilder's profiles.json lists an unsafe image name ${JSON.stringify(String(name)).slice(0, 200)}.`,
+          logs,
+        );
+      }
+      if (!isRecord(image) || typeof image.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(image.sha256)) {
+        throw outputFault(`Error: The ImageBuilder's profiles.json has no valid sha256 for ${name}.`, logs);
+      }
+      names.add(name);
+    }
+    const prefix = profile.image_prefix;
+    const manifestName = `${typeof prefix === "string" && prefix !== "" ? prefix : `openwrt-${job.profile}`}.manifest`;
+    if (!isSafeName(manifestName) || names.has(manifestName)) {
+      throw outputFault(`Error: The ImageBuilder's profiles.json has an unsafe image_prefix.`, logs);
     }
 
-    await deps.storeFiles(
-      hash,
-      [...storeNames].map((name) => ({ name, path: path.join(ws.binDir, name) })),
-    );
+    const opened: OpenedFile[] = [];
+    try {
+      const files: StoreFile[] = [];
+      const describedImages = images as ProfileImage[];
+      for (const image of describedImages) {
+        if (files.some((f) => f.name === image.name)) continue;
+        let file: OpenedFile;
+        try {
+          file = await openRegularFile(ws.binDir, image.name, limits.imageBytes);
+        } catch (err) {
+          if (!(err instanceof UnsafeFileError)) throw err;
+          throw outputFault(
+            err.reason === "missing"
+              ? `Error: profiles.json lists ${image.name}, but the build did not write it.`
+              : `Error: The build left an unusable image: ${err.message}.`,
+            logs,
+          );
+        }
+        opened.push(file);
+        files.push({ name: image.name, file, sha256: image.sha256, maxBytes: limits.imageBytes });
+      }
+      // The one manifest we publish is the one make manifest printed, written by us.
+      const pm = branch.package_manager;
+      files.push({
+        name: manifestName,
+        data: Object.entries(manifest)
+          .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+          .map(([n, v]) => (pm === "apk" ? `${n} ${v}\n` : `${n} - ${v}\n`))
+          .join(""),
+      });
+
+      if (deps.signer) {
+        await stage("signing_images");
+        for (const image of describedImages) {
+          if (!SIGNED_TYPES.has(image.type)) continue;
+          const sigName = `${image.name}.sig`;
+          if (!isSafeName(sigName) || names.has(sigName) || files.some((f) => f.name === sigName)) continue;
+          const file = opened.find((f) => f.name === image.name) as OpenedFile;
+          const bytes = await readOpened(file, limits.imageBytes, signal).catch((err: unknown) => {
+            if (err instanceof UnsafeFileError && err.reason !== "aborted") {
+              throw outputFault(`Error: The build left an unusable image: ${err.message}.`, logs);
+            }
+            throw err;
+          });
+          // What we sign must be what profiles.json, and so the client, expects.
+          const digest = createHash("sha256").update(bytes).digest("hex");
+          if (digest !== image.sha256) {
+            throw outputFault(
+              `Error: ${image.name} has sha256 ${digest}, but profiles.json says ${image.sha256}.`,
+              logs,
+            );
+          }
+          // The signature is kept in memory and stored as data: nothing is written into binDir.
+          files.push({ name: sigName, data: await deps.signer.sign(bytes) });
+        }
+      }
+
+      signal.throwIfAborted();
+      try {
+        await deps.storeFiles(hash, files, signal);
+      } catch (err) {
+        if (err instanceof StoreIntegrityError) throw outputFault(`Error: ${err.message}.`, logs);
+        if (err instanceof UnsafeFileError && err.reason !== "aborted") {
+          throw outputFault(`Error: The build left an unusable image: ${err.message}.`, logs);
+        }
+        throw err;
+      }
+    } finally {
+      for (const file of opened) await file.handle.close().catch(() => undefined);
+    }
 
     const { profiles: _profiles, ...targetFacts } = output;
     void _profiles;
@@ -366,32 +560,45 @@ export async function runBuildPipeline(
       build_at: new Date().toISOString(),
       bin_dir: hash,
       manifest,
-      build_cmd: [
-        "make",
-        ...imageArgs.map((a) =>
-          a.startsWith("BIN_DIR=")
-            ? "BIN_DIR=/builder/bin"
-            : a.startsWith("FILES=")
-              ? "FILES=/builder/files"
-              : a,
-        ),
-      ],
+      build_cmd: ["make", ...imageArgs.map((a) => scrub(a))],
       request: req,
       request_hash: hash,
       enqueued_at: new Date(job.enqueued_at).toISOString(),
       detail: "done",
       status: 200,
       imagebuilder_status: "done",
-      stdout: imageRun.stdout,
-      stderr: imageRun.stderr,
+      stdout: logs.stdout,
+      stderr: logs.stderr,
     };
-    // Not read by any client; lets operators and bench/ see where a build's time went.
-    body.timings = { imagebuilder_ms: imagebuilderMs, make_ms: makeMs, total_ms: Date.now() - started };
-    return { body, makeMs, imagebuilderMs };
-  } finally {
-    await ws.dispose().catch(() => undefined);
-    await lease.release().catch(() => undefined);
+    return { body };
   }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** Replaces host paths (longest first) with the neutral names clients see in build_cmd. */
+function scrubber(pairs: [string, string][]): (text: string) => string {
+  const sorted = pairs.filter(([from]) => from.length > 1).sort(([a], [b]) => b.length - a.length);
+  return (text) => {
+    let out = text;
+    for (const [from, to] of sorted) out = out.split(from).join(to);
+    return out;
+  };
+}
+
+/**
+ * The last `maxBytes` of a command's output, with a first line saying how much was cut: a
+ * request with 1,000 bogus packages must not become a 500 KB result (issue #9, finding 8).
+ */
+export function tail(text: string, maxBytes: number): string {
+  const bytes = Buffer.from(text, "utf8");
+  if (bytes.length <= maxBytes) return text;
+  let start = bytes.length - maxBytes;
+  // Start on a character boundary, not inside a multi-byte sequence.
+  while (start < bytes.length && ((bytes[start] as number) & 0xc0) === 0x80) start++;
+  return `[asu: output cut: the first ${start} bytes of ${bytes.length} were dropped]\n${bytes.subarray(start).toString("utf8")}`;
 }
 
 /**

@@ -5,8 +5,15 @@ import type { BuildJobData } from "../queue/build-job.js";
 import { isRetryable } from "../imagebuilder/imagebuilder-errors.js";
 import { AsuError, BuildError } from "../shared/errors.js";
 import type { Stats } from "../stats/stats.js";
-import { runBuildPipeline, type PipelineDeps } from "./build-pipeline.js";
+import { DEFAULT_LIMITS, runBuildPipeline, tail, type PipelineDeps } from "./build-pipeline.js";
 import { checkJob } from "./job-check.js";
+
+/**
+ * How long a failure of the server's own making (feeds, keys, ImageBuilder, timeouts) is
+ * kept: long enough for polling clients to read it, short enough that a retry after the
+ * operator fixed things builds again instead of answering "failed" for build_failure_ttl.
+ */
+export const SERVER_FAULT_TTL_SECONDS = 300;
 
 export interface WorkerLogger {
   info(obj: object, msg: string): void;
@@ -23,8 +30,9 @@ export interface BuildWorkerDeps extends PipelineDeps {
 
 /**
  * Runs builds from the queue. User faults (impossible selection, too big, wrong revision)
- * are stored as failed results at once; anything else is retried by BullMQ and stored as a
- * failure only after the last attempt.
+ * are stored as failed results at once for build_failure_ttl; anything else is retried by
+ * BullMQ when another attempt could help, and stored for SERVER_FAULT_TTL_SECONDS at most:
+ * a broken feed or a timeout must not answer "failed" for an hour as if it were the user's.
  */
 export function startBuildWorker(deps: BuildWorkerDeps): Worker<BuildJobData> {
   const worker = deps.queue.createWorker((job) => processJob(job, deps), {
@@ -73,7 +81,8 @@ export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): P
           ? // ImageBuilder and upstream failures: the server's problem, said so plainly.
             `Error: Could not prepare the ImageBuilder: ${err.detail}. Please try again later or tell the server operator.`
           : "Error: The build failed unexpectedly. Please try again later.";
-    logger.warn({ ...facts, err, userFault, retryable, lastAttempt }, "build failed");
+    // Never the build output: one request with 1,000 bogus packages made a 566 KB log line.
+    logger.warn({ ...facts, err: logSummary(err), userFault, retryable, lastAttempt }, "build failed");
     if (!retryable || lastAttempt) {
       const extra = err instanceof AsuError ? err.extra : {};
       const body = {
@@ -84,14 +93,28 @@ export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): P
         request_hash: job.id,
         enqueued_at: new Date(job.data.enqueued_at).toISOString(),
         imagebuilder_status: "failed",
-        stdout: typeof extra.stdout === "string" ? extra.stdout : "",
-        stderr: typeof extra.stderr === "string" ? extra.stderr : "",
+        stdout: typeof extra.stdout === "string" ? tail(extra.stdout, DEFAULT_LIMITS.outputTailBytes) : "",
+        stderr: typeof extra.stderr === "string" ? tail(extra.stderr, DEFAULT_LIMITS.outputTailBytes) : "",
       };
-      await queue.setResult(job.id, 500, JSON.stringify(body), config.build_failure_ttl);
+      const ttl = userFault
+        ? config.build_failure_ttl
+        : Math.min(config.build_failure_ttl, SERVER_FAULT_TTL_SECONDS);
+      await queue.setResult(job.id, 500, JSON.stringify(body), ttl);
       await job.setStage("failed");
       await stats.recordBuild({ ...facts, ok: false, detail, durationMs: Date.now() - started, makeMs: 0 });
       if (!retryable) throw new UnrecoverableError(detail);
     }
     throw err;
   }
+}
+
+/** What a log line says about a failure: its kind and detail, never stdout/stderr. */
+function logSummary(err: unknown): Record<string, unknown> {
+  if (err instanceof AsuError) {
+    return { type: err.name, code: err.code, detail: err.detail.slice(0, 1000) };
+  }
+  if (err instanceof Error) {
+    return { type: err.name, message: err.message.slice(0, 1000), stack: err.stack?.slice(0, 2000) };
+  }
+  return { message: String(err).slice(0, 1000) };
 }

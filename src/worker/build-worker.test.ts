@@ -1,0 +1,218 @@
+import { requestHash } from "../request/request-hash.js";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig, type AsuConfig } from "../config/config.js";
+import type { BuildQueue, BuildJobContext } from "../queue/build-queue.js";
+import type { BuildJobData } from "../queue/build-job.js";
+import type { Stats } from "../stats/stats.js";
+import { processJob, type BuildWorkerDeps } from "./build-worker.js";
+
+/**
+ * How the worker stores and logs failures: a server fault is never cached for an hour as the
+ * user's, a stuck job frees the worker at job_timeout, and neither results nor log lines carry
+ * unbounded build output (issue #8 and issue #9 findings 4 and 8).
+ */
+
+let tmp: string;
+let config: AsuConfig;
+
+beforeAll(async () => {
+  tmp = await mkdtemp(path.join(os.tmpdir(), "asu-worker-"));
+  await mkdir(path.join(tmp, "ib"));
+  config = { ...loadConfig({ cwd: "/nonexistent-dir-for-defaults", env: {} }), job_timeout: 5 };
+});
+
+afterAll(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+interface Harness {
+  deps: BuildWorkerDeps;
+  results: { hash: string; status: number; body: Record<string, unknown>; ttl: number }[];
+  logs: { level: string; obj: object; msg: string }[];
+}
+
+function harness(
+  manifest: { code: number; stdout: string; stderr: string },
+  over: Partial<BuildWorkerDeps> = {},
+  conf: AsuConfig = config,
+): Harness {
+  const results: Harness["results"] = [];
+  const logs: Harness["logs"] = [];
+  const deps = {
+    config: conf,
+    queue: {
+      setResult: async (hash: string, status: number, body: string, ttl: number) => {
+        results.push({ hash, status, body: JSON.parse(body) as Record<string, unknown>, ttl });
+      },
+    } as unknown as BuildQueue,
+    stats: { recordBuild: async () => undefined } as unknown as Stats,
+    logger: {
+      info: (obj: object, msg: string) => logs.push({ level: "info", obj, msg }),
+      warn: (obj: object, msg: string) => logs.push({ level: "warn", obj, msg }),
+      error: (obj: object, msg: string) => logs.push({ level: "error", obj, msg }),
+    },
+    imagebuilders: {
+      acquire: async () => ({
+        root: path.join(tmp, "ib"),
+        release: async () => undefined,
+      }),
+    },
+    runner: {
+      createWorkspace: async () => {
+        const root = await mkdtemp(path.join(tmp, "ws-"));
+        const ws = {
+          root,
+          dir: path.join(root, "ib"),
+          binDir: path.join(root, "bin"),
+          filesDir: path.join(root, "files"),
+          privateDir: path.join(root, "private"),
+          feedsDir: path.join(root, "feeds"),
+          dispose: () => rm(root, { recursive: true, force: true }),
+        };
+        for (const d of [ws.dir, ws.binDir, ws.filesDir, ws.privateDir]) await mkdir(d, { recursive: true });
+        return ws;
+      },
+      run: async (_ws: unknown, opts: { args: string[] }) => {
+        const base = { signal: null, timedOut: false, aborted: false, truncated: false, durationMs: 1 };
+        if (opts.args[1] === "info") {
+          return {
+            ...base,
+            code: 0,
+            stdout: 'Current Revision: "r1-abc"\nDefault Packages: base-files\n',
+            stderr: "",
+          };
+        }
+        return { ...base, ...manifest };
+      },
+    },
+    storeFiles: async () => undefined,
+    ...over,
+  } as unknown as BuildWorkerDeps;
+  return { deps, results, logs };
+}
+
+function jobContext(attemptsMade = 0, maxAttempts = 3): BuildJobContext & { stages: string[] } {
+  const stages: string[] = [];
+  const data: BuildJobData = {
+    request: {
+      distro: "openwrt",
+      version: "24.10.4",
+      version_code: "",
+      target: "ath79/generic",
+      profile: "test_device",
+      packages: ["base-files"],
+      packages_versions: {},
+      diff_packages: false,
+      defaults: null,
+      rootfs_size_mb: null,
+      filesystem: null,
+      repositories: {},
+      repositories_mode: "append",
+      repository_keys: [],
+    },
+    profile: "test_device",
+    enqueued_at: Date.now(),
+    result_ttl: 60,
+  };
+  return {
+    // The worker refuses jobs whose id is not the hash of their request (job-check.ts).
+    id: requestHash(data.request),
+    data,
+    attemptsMade,
+    maxAttempts,
+    stages,
+    setStage: async (stage) => {
+      stages.push(stage);
+    },
+  };
+}
+
+// opkg when the feed's Packages.sig does not verify: every package "cannot be installed".
+const OPKG_BAD_SIGNATURE = [
+  "Downloading file:packages/Packages.",
+  "Signature check failed.",
+  "Remove wrong Signature file.",
+  "Collected errors:",
+  " * opkg_install_cmd: Cannot install package base-files.",
+  " * opkg_install_cmd: Cannot install package busybox.",
+].join("\n");
+
+describe("processJob", () => {
+  it("does not cache a bad feed signature as the user's impossible selection; retries it", async () => {
+    const h = harness({ code: 1, stdout: "", stderr: OPKG_BAD_SIGNATURE });
+    // Not the last attempt: BullMQ retries, nothing is stored yet.
+    await expect(processJob(jobContext(0, 3), h.deps)).rejects.toThrow(/signature/);
+    expect(h.results).toEqual([]);
+    // The last attempt stores the failure, briefly, with a detail that blames the server.
+    await expect(processJob(jobContext(2, 3), h.deps)).rejects.toThrow(/signature/);
+    expect(h.results).toHaveLength(1);
+    const [result] = h.results;
+    expect(result?.status).toBe(500);
+    expect(String(result?.body.detail)).not.toMatch(/Impossible package selection|missing/);
+    expect(String(result?.body.detail)).toMatch(
+      /^Error: The server could not verify the signature of a package feed/,
+    );
+    expect(result?.ttl).toBeLessThanOrEqual(300);
+    expect(result?.ttl).toBeLessThan(config.build_failure_ttl);
+  });
+
+  it("caches a real impossible selection for build_failure_ttl", async () => {
+    const h = harness({
+      code: 1,
+      stdout: "",
+      stderr: "Collected errors:\n * opkg_install_cmd: Cannot install package no-such-pkg.\n",
+    });
+    await expect(processJob(jobContext(0, 3), h.deps)).rejects.toThrow();
+    expect(h.results).toHaveLength(1);
+    expect(h.results[0]?.body.detail).toBe("Error: Impossible package selection: missing (no-such-pkg)");
+    expect(h.results[0]?.ttl).toBe(config.build_failure_ttl);
+  });
+
+  it(
+    "frees the worker at job_timeout when a job is stuck, with a clear detail",
+    { timeout: 15_000 },
+    async () => {
+      const h = harness(
+        { code: 0, stdout: "", stderr: "" },
+        { imagebuilders: { acquire: () => new Promise(() => undefined) } },
+        { ...config, job_timeout: 1 },
+      );
+      const job = jobContext(0, 3);
+      const started = Date.now();
+      await expect(processJob(job, h.deps)).rejects.toThrow(/timed out/);
+      expect(Date.now() - started).toBeLessThan(3_000);
+      expect(h.results).toHaveLength(1);
+      expect(h.results[0]?.body.detail).toBe("Error: Build timed out after 1 s and was stopped.");
+      expect(h.results[0]?.ttl).toBeLessThanOrEqual(300);
+      expect(job.stages.at(-1)).toBe("failed");
+    },
+  );
+
+  it("keeps results and log lines small for a request with 1,000 bogus packages", async () => {
+    const bogus = Array.from({ length: 1000 }, (_, i) => `bogus-package-name-number-${i}`);
+    const stderr = [
+      "Collected errors:",
+      ...bogus.map((p) => ` * opkg_install_cmd: Cannot install package ${p}.`),
+      ...bogus.map((p) => ` * satisfy_dependencies_for: Cannot satisfy the following dependencies for ${p}:`),
+    ].join("\n");
+    const stdout = `${"Installing lots of things, verbosely.\n".repeat(20_000)}`;
+    const h = harness({ code: 1, stdout, stderr });
+    await expect(processJob(jobContext(0, 3), h.deps)).rejects.toThrow();
+    const body = h.results[0]?.body ?? {};
+    expect(Buffer.byteLength(String(body.stdout))).toBeLessThanOrEqual(64 * 1024 + 100);
+    expect(Buffer.byteLength(String(body.stderr))).toBeLessThanOrEqual(64 * 1024 + 100);
+    expect(String(body.stdout).split("\n")[0]).toMatch(
+      /^\[asu: output cut: the first \d+ bytes of \d+ were dropped\]$/,
+    );
+    expect(JSON.stringify(body).length).toBeLessThan(200 * 1024);
+    for (const line of h.logs) {
+      const text = JSON.stringify(line.obj);
+      expect(text.length).toBeLessThan(4096);
+      expect(text).not.toContain("Installing lots of things");
+      expect(text).not.toContain("Collected errors");
+    }
+  });
+});
