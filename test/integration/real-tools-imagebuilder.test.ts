@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { gunzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, type ExpectStatic, it } from "vitest";
+import { spawnSync } from "node:child_process";
 import { startMirrorServer, type MirrorServer } from "../../fixtures/mirror/mirror-server.js";
 import type { CommandResult } from "../../fixtures/real-tools/command-runner.js";
 import type { RealToolsMirrorInfo } from "../../fixtures/real-tools/generate-real-mirror.js";
@@ -14,6 +15,9 @@ import {
   runImageBuilderMake,
   unpackRealImageBuilder,
 } from "../../fixtures/real-tools/real-imagebuilder-kit.js";
+import { checkArchiveEntries, parseTarListing } from "../../src/imagebuilder/archive-listing.js";
+import { findImageBuilderArchive } from "../../src/imagebuilder/sha256sums.js";
+import { verifyMessage } from "../../src/shared/usign.js";
 
 /**
  * OpenWrt's real ImageBuilder flow (its Makefile, include/, scripts/) with real opkg and apk,
@@ -157,6 +161,38 @@ const scenarios = new Map<ImageBuilderUnderTest, [string, Scenario][]>();
 function scenario(ib: ImageBuilderUnderTest, name: string, fn: Scenario): void {
   scenarios.set(ib, [...(scenarios.get(ib) ?? []), [name, fn]]);
 }
+
+// ----- what the server checks before it unpacks ----------------------------------------------
+
+scenario(
+  ib2305,
+  "every ImageBuilder is listed in signed sha256sums and passes the server's archive check",
+  async (expect) => {
+    for (const version of Object.values(info.versions)) {
+      for (const target of Object.values(version.targets)) {
+        const tdir = path.join(info.dir, version.path, "targets", target.target);
+        const sums = await readFile(path.join(tdir, "sha256sums"), "utf8");
+        const sig = await readFile(path.join(tdir, "sha256sums.sig"), "utf8");
+        expect(verifyMessage(sums, sig, info.publicKeyLine)).toEqual({ ok: true });
+        const ref = findImageBuilderArchive(sums);
+        expect(`${version.path}/targets/${target.target}/${ref?.name}`).toBe(target.imagebuilder);
+        const archive = path.join(info.dir, target.imagebuilder);
+        expect(sha256(await readFile(archive))).toBe(ref?.sha256);
+        const listing = spawnSync(
+          "tar",
+          ["-tv", "--quoting-style=escape", "--numeric-owner", "--full-time", "-f", archive],
+          { encoding: "utf8", maxBuffer: 1 << 26 },
+        );
+        expect(listing.status).toBe(0);
+        const check = checkArchiveEntries(parseTarListing(listing.stdout), 1 << 30);
+        expect(check).toMatchObject({
+          ok: true,
+          topDir: path.basename(archive).replace(/\.tar\.(zst|xz)$/, ""),
+        });
+      }
+    }
+  },
+);
 
 // ----- 24.10.4, opkg, ath79/generic ------------------------------------------------------
 
