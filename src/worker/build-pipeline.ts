@@ -1,4 +1,6 @@
 import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import path from "node:path";
 import type { AsuConfig, BranchConfig } from "../config/config.js";
 import type { BuildJobData, BuildStage } from "../queue/build-job.js";
 import { applyPackageChanges } from "../request/package-changes.js";
@@ -317,6 +319,7 @@ async function buildSteps(
       ? diffPackages(requested, [...info.defaultPackages, ...(info.profilePackages[job.profile] ?? [])])
       : requested;
 
+    const failureContext = { customRepositories: Object.keys(req.repositories).length > 0 };
     await stage("validate_manifest");
     if (deps.feeds && feedList) {
       await deps.feeds.stage(
@@ -356,10 +359,10 @@ async function buildSteps(
       "STRIP_ABI=1",
     ]);
     if (manifestRun.code !== 0) {
-      const failure = describePackageFailure(`${manifestRun.stdout}\n${manifestRun.stderr}`);
+      const failure = describePackageFailure(`${manifestRun.stdout}\n${manifestRun.stderr}`, failureContext);
       throw new BuildError(
         failure?.detail ??
-          "Error: Impossible package selection. See stderr for what the package manager said.",
+          "Error: The package manager failed in a way the server does not recognise. See stderr for its own words; if the packages look right, tell the server operator.",
         {
           // Unrecognised output may be a broken feed: not cached for an hour as the user's doing.
           userFault: failure?.userFault ?? false,
@@ -404,7 +407,10 @@ async function buildSteps(
       `BIN_DIR=${ws.binDir}`,
     ];
     if (req.rootfs_size_mb) imageArgs.push(`ROOTFS_PARTSIZE=${req.rootfs_size_mb}`);
-    if (req.filesystem) imageArgs.push(`ROOTFS_FILESYSTEM=${req.filesystem}`);
+    // OpenWrt's ImageBuilder has no such option; upstream ASU then ignores `filesystem`.
+    if (req.filesystem && (await supportsOption(imagebuilderRoot, "ROOTFS_FILESYSTEM"))) {
+      imageArgs.push(`ROOTFS_FILESYSTEM=${req.filesystem}`);
+    }
     if (req.defaults) imageArgs.push(`FILES=${ws.filesDir}`);
 
     await stage("building_image");
@@ -415,7 +421,7 @@ async function buildSteps(
       throw new BuildError("Error: Selected packages exceed device storage", { userFault: true, ...logs });
     }
     if (imageRun.code !== 0) {
-      const failure = describePackageFailure(imageText);
+      const failure = describePackageFailure(imageText, failureContext);
       throw new BuildError(
         failure?.detail ?? "Error: The image build failed. See stderr for the ImageBuilder's output.",
         {
@@ -621,4 +627,13 @@ export function branchFor(config: AsuConfig, version: string): BranchConfig {
   const branch = config.branches[name];
   if (!branch) throw new BuildError(`Error: Unsupported branch for version ${version}.`, { userFault: true });
   return branch;
+}
+
+/**
+ * Whether the ImageBuilder's Makefile documents a make variable. Read from the verified,
+ * unpacked tree (never a build's workspace), whose Makefile lists its options in `make help`.
+ */
+async function supportsOption(imagebuilderRoot: string, variable: string): Promise<boolean> {
+  const makefile = await readFile(path.join(imagebuilderRoot, "Makefile"), "utf8").catch(() => "");
+  return new RegExp(`\\b${variable}=`).test(makefile);
 }

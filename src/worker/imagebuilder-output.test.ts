@@ -228,6 +228,21 @@ describe("describePackageFailure (issue #8)", () => {
     expect(failure?.detail).toMatch(/^Error: The server could not verify the signature of a package feed/);
   });
 
+  it("a bad signature with feeds of the request's own is the user's to fix: repository_keys", () => {
+    const text = [
+      "Signature check failed.",
+      "Remove wrong Signature file.",
+      "Cannot install package hello.",
+    ].join("\n");
+    const failure = describePackageFailure(text, { customRepositories: true });
+    expect(failure).toEqual({
+      detail:
+        "Error: The signature of a package feed did not verify. Check that repository_keys holds the public key of every repository you added (the usign key line for opkg feeds, the PEM key for apk feeds).",
+      userFault: true,
+    });
+    expect(describePackageFailure(text, { customRepositories: false })?.userFault).toBe(false);
+  });
+
   it("a failing postinst names the package, for opkg and apk", () => {
     expect(
       describePackageFailure(

@@ -266,10 +266,21 @@ export interface PackageFailure {
  * Turns a failed `make manifest` or `make image` into a detail a person can act on, or
  * undefined when the text says nothing we recognise.
  */
-export function describePackageFailure(text: string): PackageFailure | undefined {
+export function describePackageFailure(
+  text: string,
+  context: { customRepositories: boolean } = { customRepositories: false },
+): PackageFailure | undefined {
   const problems = parsePackageErrors(text);
   // Checked first: with a bad feed signature opkg says "Cannot install package" for every
   // package of that feed, base-files included, and apk says "no such package".
+  if (problems.badSignature && context.customRepositories) {
+    // The request brought feeds and keys of its own: the likely culprit, and the user's to fix.
+    return {
+      detail:
+        "Error: The signature of a package feed did not verify. Check that repository_keys holds the public key of every repository you added (the usign key line for opkg feeds, the PEM key for apk feeds).",
+      userFault: true,
+    };
+  }
   if (problems.badSignature) {
     return {
       detail:

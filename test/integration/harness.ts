@@ -7,6 +7,8 @@ import { startServer, type Role, type RunningServer } from "../../src/app.js";
 import { loadConfig, type AsuConfig, type RawConfig } from "../../src/config/config.js";
 import { generateMirror, type MirrorInfo } from "../../fixtures/mirror/generate-mirror.js";
 import { startMirrorServer } from "../../fixtures/mirror/mirror-server.js";
+import type { RealToolsMirrorInfo } from "../../fixtures/real-tools/generate-real-mirror.js";
+import { ensureRealToolsMirror } from "../../fixtures/real-tools/real-mirror-cache.js";
 
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 
@@ -32,6 +34,26 @@ export async function startMirror(): Promise<Mirror> {
       await server.close();
       await rm(dir, { recursive: true, force: true });
     },
+  };
+}
+
+/**
+ * The real-tools mirror (OpenWrt's own ImageBuilder flow with real opkg, apk and usign),
+ * generated once per input hash under var/real-mirror and served read-only on loopback.
+ * The tools come from the vitest global setup (test/support/global-setup.ts).
+ */
+export async function startRealToolsMirror(): Promise<Mirror & { info: RealToolsMirrorInfo }> {
+  const tools = process.env.ASU_REAL_TOOLS_DIR;
+  if (!tools) throw new Error("ASU_REAL_TOOLS_DIR is unset: run the tests through vitest's global setup");
+  const info = await ensureRealToolsMirror({ toolsHostDir: tools });
+  const server = await startMirrorServer({ dir: info.dir });
+  return {
+    info,
+    url: server.url,
+    requests: server.requests,
+    dir: info.dir,
+    // The generated tree is a cache shared by test files: only the server stops.
+    close: () => server.close(),
   };
 }
 
