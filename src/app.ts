@@ -5,6 +5,7 @@ import pino, { type Logger } from "pino";
 import type { AsuConfig } from "./config/config.js";
 import { createApp } from "./http/app.js";
 import { FeedStager } from "./imagebuilder/feed-stager.js";
+import { prepareImageBuilder } from "./imagebuilder/prepare-imagebuilder.js";
 import { ImageBuilderManager } from "./imagebuilder/imagebuilder-manager.js";
 import { ProcessRunner } from "./imagebuilder/process-runner.js";
 import { createRunner, defaultHiddenPaths } from "./imagebuilder/runners/native-runner.js";
@@ -116,6 +117,9 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
       logger: { info: (msg) => logger.info(msg), warn: (msg) => logger.warn(msg) },
       processRunner,
       checkIntervalMs: config.imagebuilder_check_interval * 1000,
+      prepare: async (tree) => {
+        await prepareImageBuilder(runner, tree, { timeoutMs: 10 * 60_000 });
+      },
     });
     worker = startBuildWorker({
       config,

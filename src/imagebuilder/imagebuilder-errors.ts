@@ -57,3 +57,14 @@ export function isRetryable(err: unknown): boolean {
   if (err instanceof AsuError) return false;
   return true;
 }
+
+/**
+ * 500, not retryable: the ImageBuilder's own preparation failed on this host, most often its
+ * host prerequisite check (a missing tool or Perl module). The operator must install what it
+ * names; every build of that ImageBuilder would fail the same way until then.
+ */
+export class ImageBuilderPrepareError extends ImageBuilderError {
+  constructor(detail: string) {
+    super(500, "imagebuilder_prepare_failed", detail, false);
+  }
+}

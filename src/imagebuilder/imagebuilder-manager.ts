@@ -54,6 +54,11 @@ export interface ImageBuilderManagerOptions {
   lockWaitMs?: number;
   /** A lease marker older than this is stale even if its process seems alive. Default 24 h. */
   maxLeaseAgeMs?: number;
+  /**
+   * Runs once on a freshly unpacked tree, before any build may use it (prepare-imagebuilder.ts:
+   * host prerequisite check, local keys, package index). A failure leaves nothing installed.
+   */
+  prepare?: (tree: string) => Promise<void>;
 }
 
 export interface AcquireRequest {
@@ -142,6 +147,7 @@ export class ImageBuilderManager {
   private readonly logger: ImageBuilderLogger;
   private readonly processRunner: ProcessRunner;
   private readonly checkIntervalMs: number;
+  private readonly prepare: ((tree: string) => Promise<void>) | undefined;
   private readonly fetchTimeoutMs: number;
   private readonly downloadTimeoutMs: number;
   private readonly tarTimeoutMs: number;
@@ -165,6 +171,7 @@ export class ImageBuilderManager {
     this.processRunner = options.processRunner;
     this.checkIntervalMs = options.checkIntervalMs ?? 60_000;
     this.fetchTimeoutMs = options.fetchTimeoutMs ?? 30_000;
+    this.prepare = options.prepare;
     this.downloadTimeoutMs = options.downloadTimeoutMs ?? 30 * 60_000;
     this.tarTimeoutMs = options.tarTimeoutMs ?? 15 * 60_000;
     this.maxArchiveBytes = options.maxArchiveBytes ?? 4 * 1024 ** 3;
@@ -389,6 +396,18 @@ export class ImageBuilderManager {
         throw new ImageBuilderUnpackError(`${archiveName} did not unpack to a folder "${topDir}"`);
       }
       await this.rewriteFeeds(root);
+      if (this.prepare) {
+        const prepStarted = performance.now();
+        try {
+          await this.prepare(root);
+        } catch (err) {
+          this.logger.warn(`ImageBuilder ${archiveName} could not be prepared: ${describe(err)}`);
+          throw err;
+        }
+        this.logger.info(
+          `ImageBuilder ${archiveName} prepared in ${Math.round(performance.now() - prepStarted)} ms`,
+        );
+      }
       const marker: CompleteMarker = {
         archiveName,
         sha256: revision.sha256,

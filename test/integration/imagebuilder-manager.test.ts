@@ -14,11 +14,13 @@ import {
 } from "../../src/imagebuilder/imagebuilder-manager.js";
 import {
   ImageBuilderNotFoundError,
+  ImageBuilderPrepareError,
   ImageBuilderUnavailableError,
   ImageBuilderVerificationError,
   isRetryable,
 } from "../../src/imagebuilder/imagebuilder-errors.js";
 import { ProcessRunner } from "../../src/imagebuilder/process-runner.js";
+import { prepareImageBuilder } from "../../src/imagebuilder/prepare-imagebuilder.js";
 import { NativeRunner } from "../../src/imagebuilder/runners/native-runner.js";
 import { generateKeyPair, signMessage, type UsignKeyPair } from "../../src/shared/usign.js";
 
@@ -101,12 +103,14 @@ async function buildArchive(
   work: string,
   marker: string,
   compression: "zst" | "xz" = "zst",
+  makefile = `info:\n\techo ${marker}\n`,
 ): Promise<Buffer> {
   const src = await mkdtemp(path.join(work, "src-"));
   const top = path.join(src, TOP);
   await mkdir(path.join(top, "include"), { recursive: true });
   await mkdir(path.join(top, "staging_dir", "host", "bin"), { recursive: true });
-  await writeFile(path.join(top, "Makefile"), `info:\n\techo ${marker}\n`);
+  await writeFile(path.join(top, "Makefile"), makefile);
+  await mkdir(path.join(top, "packages"));
   await writeFile(path.join(top, "include", "rules.mk"), "# rules\n");
   await writeFile(
     path.join(top, "repositories.conf"),
@@ -656,5 +660,97 @@ describe("ImageBuilderManager", () => {
       '"ath79/../.." is not a valid target (expected "target/subtarget")',
     );
     expect(upstream.requests.size).toBe(0);
+  });
+
+  describe("first-run preparation (issue #8)", () => {
+    // OpenWrt's rules, reduced to what they leave behind; each also records that it ran.
+    const PREPARING = [
+      "info:",
+      "\techo prepared",
+      "staging_dir/host/.prereq-build: include/rules.mk",
+      "\techo prereq >> runs.log; id -u > staging_dir/host/.prereq-build",
+      "_check_keys:",
+      "\techo keys >> runs.log; test -s key-build || echo secret > key-build",
+      "package_index:",
+      "\techo index >> runs.log; echo 'Package: base-files' > packages/Packages",
+      "",
+    ].join("\n");
+
+    function preparing(runner: NativeRunner, calls: string[]): Partial<ImageBuilderManagerOptions> {
+      return {
+        prepare: async (tree) => {
+          calls.push(tree);
+          await prepareImageBuilder(runner, tree, { timeoutMs: 60_000 });
+        },
+      };
+    }
+
+    it("runs the prerequisite check, key generation and package index once, sandboxed, before any lease", async () => {
+      const archive = await buildArchive(work, "prep", "zst", PREPARING);
+      upstream.publish(archive, { key });
+      const runner = new NativeRunner({ processRunner, hiddenPaths: [] });
+      const calls: string[] = [];
+      const first = await manager(preparing(runner, calls)).acquire({
+        version: VERSION,
+        target: TARGET,
+        branch: branch(key.publicLine),
+      });
+      expect(await readFile(path.join(first.root, "runs.log"), "utf8")).toBe("prereq\nkeys\nindex\n");
+      // Ran inside the sandbox: no capabilities, but the tree was writable.
+      expect((await readFile(path.join(first.root, "staging_dir/host/.prereq-build"), "utf8")).trim()).toBe(
+        "0",
+      );
+      expect(await readFile(path.join(first.root, "key-build"), "utf8")).toBe("secret\n");
+      expect(await readFile(path.join(first.root, "packages/Packages"), "utf8")).toBe(
+        "Package: base-files\n",
+      );
+      const second = await manager(preparing(runner, calls)).acquire({
+        version: VERSION,
+        target: TARGET,
+        branch: branch(key.publicLine),
+      });
+      expect(second.root).toBe(first.root);
+      expect(calls).toHaveLength(1);
+      // A workspace copy does not redo the check: make sees the stamp newer than its input.
+      const ws = await runner.createWorkspace(first.root, {});
+      try {
+        const again = await runner.run(ws, {
+          args: ["make", "-s", "staging_dir/host/.prereq-build"],
+          timeoutMs: 30_000,
+          maxOutputBytes: 65536,
+        });
+        expect(again.code).toBe(0);
+        expect(await readFile(path.join(ws.dir, "runs.log"), "utf8")).toBe("prereq\nkeys\nindex\n");
+      } finally {
+        await ws.dispose();
+        await first.release();
+        await second.release();
+      }
+    });
+
+    it("a failing prerequisite check installs nothing and names what is missing, for the operator", async () => {
+      const failing = [
+        "info:",
+        "\techo never",
+        "staging_dir/host/.prereq-build: include/rules.mk",
+        "\t@echo \"Checking 'perl-ipc-cmd'... failed.\"; echo 'Prerequisite check failed. Use FORCE=1 to override.'; false",
+        "",
+      ].join("\n");
+      upstream.publish(await buildArchive(work, "noprereq", "zst", failing), { key });
+      const runner = new NativeRunner({ processRunner, hiddenPaths: [] });
+      const calls: string[] = [];
+      const err = await manager(preparing(runner, calls))
+        .acquire({ version: VERSION, target: TARGET, branch: branch(key.publicLine) })
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ImageBuilderPrepareError);
+      expect(isRetryable(err)).toBe(false);
+      expect((err as ImageBuilderPrepareError).detail).toContain("Checking 'perl-ipc-cmd'... failed.");
+      expect((err as ImageBuilderPrepareError).detail).toContain(
+        "host prerequisite check failed on this server",
+      );
+      expect(warnings.join("\n")).toContain("Checking 'perl-ipc-cmd'... failed.");
+      // Nothing half-prepared is left for a build to use.
+      expect((await cacheListing()).filter((e) => !e.startsWith(".") && e !== "workspaces")).toEqual([]);
+    });
   });
 });

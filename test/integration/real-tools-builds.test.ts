@@ -179,6 +179,9 @@ describe("builds with OpenWrt's real ImageBuilder flow and package tools", () =>
     expect(manifest.ppp).toBeUndefined();
     expect(manifest["ppp-mod-pppoe"]).toBeUndefined();
     expect(done.body.build_cmd).toContain("FILES=/builder/files");
+    // The host check and the local keys were done once, when the ImageBuilder was installed.
+    expect(String(done.body.stdout)).not.toContain("Checking 'true'");
+    expect(String(done.body.stderr)).not.toContain("Generate local signing keys");
     const images = await downloadImages(done);
     expect([...images.keys()]).toContain("sysupgrade");
     // The request's defaults end up in the image's root filesystem, byte for byte.
@@ -284,6 +287,8 @@ describe("builds with OpenWrt's real ImageBuilder flow and package tools", () =>
     // OpenWrt's ImageBuilder has no ROOTFS_FILESYSTEM; it is passed only to those that do.
     expect((done.body.build_cmd as string[]).some((a) => a.startsWith("ROOTFS_FILESYSTEM"))).toBe(false);
     expect(done.body.build_cmd).toContain("ROOTFS_PARTSIZE=16");
+    expect(String(done.body.stdout)).not.toContain("Checking 'true'");
+    expect(String(done.body.stderr)).not.toContain("Generate local signing keys");
     const manifest = done.body.manifest as Record<string, string>;
     expect(manifest).toMatchObject({ hello: expect.any(String), "luci-app-bar": expect.any(String) });
     const images = await downloadImages(done);
