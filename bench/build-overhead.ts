@@ -1,7 +1,11 @@
 /**
  * Where a build's time goes, on the synthetic mirror.
  *
- *   npx tsx bench/build-overhead.ts [warm builds, default 8]
+ *   npx tsx bench/build-overhead.ts [warm builds, default 8] [--real-tools]
+ *
+ * With --real-tools it uses the real-tools mirror: OpenWrt's own ImageBuilder Makefile with
+ * real opkg, usign and mksquashfs (compiled once into var/tools, mirror cached in
+ * var/real-mirror), so `make` costs what it costs with a real ImageBuilder.
  *
  * Prints, in one run:
  *   - cold vs warm ImageBuilder time: the first build of a target downloads, verifies and
@@ -10,11 +14,30 @@
  *     seen, polling every 20 ms) minus the time `make` ran, as medians over the warm builds.
  * Needs Redis on 127.0.0.1:6379 (or TEST_REDIS_URL) and bubblewrap.
  */
-import { request, startStack, stopStack } from "../test/integration/harness.js";
+import { ensureRealTools } from "../fixtures/real-tools/real-tools.js";
+import {
+  request,
+  startRealToolsMirror,
+  startStack,
+  startTestServer,
+  stopStack,
+  type Stack,
+} from "../test/integration/harness.js";
 
-const extras = ["tcpdump", "htop", "curl", "vim", "luci", "wireguard-tools", "luci-proto-wireguard", "owut"];
+const realTools = process.argv.includes("--real-tools");
+const args = process.argv.slice(2).filter((a) => !a.startsWith("--"));
+const extras = realTools
+  ? ["hello", "luci-app-bar", "foo-tool", "-ppp", "-ppp-mod-pppoe", "luci-base", "libfoo", "-dnsmasq"]
+  : ["tcpdump", "htop", "curl", "vim", "luci", "wireguard-tools", "luci-proto-wireguard", "owut"];
 // Each warm build asks for a different package set, so none is a cache hit.
-const warmCount = Math.min(extras.length, Number(process.argv[2] ?? 8));
+const warmCount = Math.min(extras.length, Number(args[0] ?? 8));
+
+async function start(): Promise<Stack> {
+  if (!realTools) return startStack({ overrides: { workers: 1 } });
+  process.env.ASU_REAL_TOOLS_DIR = (await ensureRealTools()).hostDir;
+  const mirror = await startRealToolsMirror();
+  return { mirror, api: await startTestServer(mirror, { overrides: { workers: 1 } }) };
+}
 
 interface Timings {
   imagebuilder_ms: number;
@@ -45,11 +68,14 @@ const median = (xs: number[]) => {
 };
 
 async function main(): Promise<void> {
-  const stack = await startStack({ overrides: { workers: 1 } });
+  const stack = await start();
   const server = stack.api;
   const base = { version: "24.10.4", target: "ath79/generic", profile: "tplink_archer-c7-v5" };
   try {
-    const cold = await timedBuild(server.url, { ...base, packages: ["tcpdump", "ca-bundle"] });
+    const cold = await timedBuild(server.url, {
+      ...base,
+      packages: realTools ? ["ca-bundle"] : ["tcpdump", "ca-bundle"],
+    });
     const warm: { endToEnd: number; t: Timings }[] = [];
     for (let i = 0; i < warmCount; i++) {
       warm.push(await timedBuild(server.url, { ...base, packages: extras.slice(0, i + 1) }));
@@ -59,7 +85,8 @@ async function main(): Promise<void> {
     const e2e = warm.map((w) => w.endToEnd);
     const overhead = warm.map((w) => w.endToEnd - w.t.make_ms);
     const fmt = (ms: number) => `${ms.toFixed(0)} ms`;
-    console.log(`\nsynthetic mirror on loopback, bubblewrap runner, ${warmCount} warm builds (medians)`);
+    const flavour = realTools ? "real-tools mirror (OpenWrt's IB flow, real opkg)" : "fast fake mirror";
+    console.log(`\n${flavour} on loopback, bubblewrap runner, ${warmCount} warm builds (medians)`);
     console.log(`ImageBuilder, cold (download + verify + unpack): ${fmt(cold.t.imagebuilder_ms)}`);
     console.log(`ImageBuilder, warm (reuse):                      ${fmt(median(ib))}`);
     console.log(
