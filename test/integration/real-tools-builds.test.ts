@@ -49,7 +49,8 @@ const OPKG = { version: "24.10.4", target: "ath79/generic", profile: "tplink,arc
 const ABI = { version: "23.05.4", target: "x86/64", profile: "generic" };
 const APK = { version: "SNAPSHOT", target: "x86/64", profile: "generic" };
 
-describe("builds with OpenWrt's real ImageBuilder flow and package tools", () => {
+// Each test waits on its own build, which may queue behind the others on a loaded machine.
+describe("builds with OpenWrt's real ImageBuilder flow and package tools", { timeout: 30 * 60_000 }, () => {
   let mirror: Mirror & { info: RealToolsMirrorInfo };
   let api: TestServer;
   const answers = new Map<string, Promise<JsonResponse>>();
