@@ -158,8 +158,27 @@ describe("UsignImageSigner with a certificate", () => {
     expect((await routerCheck(signed.image, ib.trusted)).code).not.toBe(0);
   });
 
-  it("gives an image without fwtool metadata only the detached signature", async () => {
-    // x86 combined images, for instance, carry no metadata; fwtool cannot sign them.
+  it("re-signs an image that has the ImageBuilder's signature but no metadata (x86 combined)", async () => {
+    const ib = await makeChain("x86");
+    const unsigned = Buffer.alloc(40 * 1024, 0x77);
+    const file = path.join(work, "combined.img.gz");
+    await writeFile(file, unsigned);
+    await copyFile(ib.cert, `${file}.ucert`);
+    await ok([bin("usign"), "-S", "-m", file, "-s", ib.key, "-x", `${file}.sig`]);
+    await run([bin("ucert"), "-A", "-c", `${file}.ucert`, "-x", `${file}.sig`]);
+    await ok([bin("fwtool"), "-S", `${file}.ucert`, file]);
+    expect((await run([bin("fwtool"), "-q", "-i", "/dev/null", file])).code).not.toBe(0);
+
+    const signed = await signer().sign(await readFile(file), { workDir: privateDir });
+    expect(signed.embedded).toBe(true);
+    expect(signed.sha256Unsigned).toBe(sha256(unsigned));
+    const { code, stripped } = await routerCheck(signed.image, chain.trusted);
+    expect(code).toBe(0);
+    expect(stripped.equals(unsigned)).toBe(true);
+  });
+
+  it("gives an image without any fwtool trailer only the detached signature", async () => {
+    // Neither metadata nor a signature: a format that was never meant to carry a trailer.
     const plain = Buffer.alloc(32 * 1024, 0x42);
     const signed = await signer().sign(plain, { workDir: privateDir });
     expect(signed.embedded).toBe(false);

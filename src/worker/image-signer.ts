@@ -41,7 +41,7 @@ const sha256 = (bytes: Buffer): string => createHash("sha256").update(bytes).dig
 /**
  * Signs images outside the build sandbox with the server's usign key, the way upstream ASU
  * does (docs/decisions/002):
- * - with a certificate, an image that carries fwtool metadata gets its signature embedded:
+ * - with a certificate, an image that carries a fwtool trailer gets its signature embedded:
  *   `fwtool -t -s /dev/null` (drop the ImageBuilder's own signature), `usign -S`, `ucert -A`,
  *   `fwtool -S`. The router's sysupgrade checks that trailer against /etc/opkg/keys;
  * - every signed image also gets a detached `<image>.sig` over the bytes served.
@@ -79,7 +79,7 @@ export class UsignImageSigner implements ImageSigner {
     };
   }
 
-  /** Returns undefined when the image has no fwtool metadata (e.g. x86 combined images). */
+  /** Returns undefined when the image has no fwtool trailer (neither metadata nor a signature). */
   private async embed(
     setup: EmbeddedSigning,
     image: Buffer,
@@ -119,9 +119,15 @@ export class UsignImageSigner implements ImageSigner {
       const fail = (step: string, result: RunResult): ImageSigningError =>
         new ImageSigningError(`${step} exited with ${result.code}${this.describeOutput(result, setup, dir)}`);
 
-      // Exit 0: metadata found. fwtool says "Data not found" with 1 when there is none.
+      // Only an image the ImageBuilder gave a fwtool trailer takes one: metadata (most
+      // sysupgrade images) or at least the ImageBuilder's own signature (x86 combined images
+      // are signed without metadata, and a router rejects that throw-away key). Appending a
+      // trailer to any other format could break it. Exit 1 is fwtool's "Data not found".
       const meta = await run("fwtool -i", [setup.tools.fwtool, "-q", "-i", "/dev/null", file(IMAGE)]);
-      if (meta.code !== 0) return undefined;
+      if (meta.code !== 0) {
+        const sig = await run("fwtool -s", [setup.tools.fwtool, "-q", "-s", "/dev/null", file(IMAGE)]);
+        if (sig.code !== 0) return undefined;
+      }
 
       // The ImageBuilder signs with its own throw-away key-build; replace that signature. Exit 1
       // means there was none, and the file is then left as it was.
