@@ -58,8 +58,32 @@ export function runStoreGc(config: AsuConfig, queue: BuildQueue, store: LocalSto
 export function sandboxHiddenPaths(config: AsuConfig, cwd = process.cwd()): string[] {
   return defaultHiddenPaths(config, [
     ...(config.config_file ? [config.config_file] : []),
+    ...(config.signing_cert ? [config.signing_cert] : []),
     path.join(cwd, "var", "redis"),
   ]);
+}
+
+/**
+ * With a certificate, images that carry fwtool metadata get an embedded signature as well as
+ * the detached `.sig`; without one, only the `.sig` (docs/decisions/002).
+ */
+function createImageSigner(
+  config: AsuConfig,
+  processRunner: ProcessRunner,
+  logger: Logger,
+): UsignImageSigner {
+  const key = config.signing_key as string;
+  if (config.signing_cert && config.signing_tools) {
+    return new UsignImageSigner(key, {
+      certFile: config.signing_cert,
+      tools: config.signing_tools,
+      processRunner,
+    });
+  }
+  logger.warn(
+    `signing_key has no certificate (signing_cert, or ${key}.ucert): images get only a detached .sig, which sysupgrade on the router does not check`,
+  );
+  return new UsignImageSigner(key);
 }
 
 /** `asu gc`: one garbage collection of the store, then exit. */
@@ -130,7 +154,7 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
       runner,
       feeds: new FeedStager({ cacheDir: path.join(config.cache_path, "packages") }),
       storeFiles: (hash, files) => store.put(hash, files),
-      ...(config.signing_key ? { signer: new UsignImageSigner(config.signing_key) } : {}),
+      ...(config.signing_key ? { signer: createImageSigner(config, processRunner, logger) } : {}),
     });
     const w = worker;
     closers.push(() => w.close());

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
@@ -300,5 +300,94 @@ describe("trust_proxy", () => {
     expect(problems.join("\n")).not.toContain("trust_proxy[2]");
     expect(problemsOf(() => load("trust_proxy = -1")).join("\n")).toContain("trust_proxy");
     expect(problemsOf(() => load('trust_proxy = "yes please"')).join("\n")).toContain("trust_proxy");
+  });
+});
+
+describe("image signing keys", () => {
+  /** A folder with executable stand-ins for the three tools (config only checks they exist). */
+  function toolsDir(dir: string, names = ["usign", "ucert", "fwtool"]): string {
+    const tools = path.join(dir, "host-bin");
+    mkdirSync(tools, { recursive: true });
+    for (const name of names) writeFileSync(path.join(tools, name), "#!/bin/sh\n", { mode: 0o755 });
+    return tools;
+  }
+
+  it("takes <signing_key>.ucert as the certificate and finds the tools on PATH, as upstream does", () => {
+    const dir = tempDir();
+    writeFileSync(path.join(dir, "key-build"), generateKeyPair().secretFile);
+    writeFileSync(path.join(dir, "key-build.ucert"), "cert");
+    const tools = toolsDir(dir);
+    const config = loadConfig({ cwd: dir, env: { SIGNING_KEY: "key-build", PATH: `/nonexistent:${tools}` } });
+    expect(config.signing_key).toBe(path.join(dir, "key-build"));
+    expect(config.signing_cert).toBe(path.join(dir, "key-build.ucert"));
+    expect(config.signing_tools).toEqual({
+      usign: path.join(tools, "usign"),
+      ucert: path.join(tools, "ucert"),
+      fwtool: path.join(tools, "fwtool"),
+    });
+  });
+
+  it("reads signing_cert and signing_tools_dir from asu.toml or the environment", () => {
+    const { dir } = writeToml('signing_key = "k"\nsigning_cert = "certs/build.ucert"\n');
+    writeFileSync(path.join(dir, "k"), generateKeyPair().secretFile);
+    mkdirSync(path.join(dir, "certs"));
+    writeFileSync(path.join(dir, "certs", "build.ucert"), "cert");
+    const tools = toolsDir(dir);
+    const config = loadConfig({ cwd: dir, env: { SIGNING_TOOLS_DIR: tools, PATH: "" } });
+    expect(config.signing_cert).toBe(path.join(dir, "certs", "build.ucert"));
+    expect(config.signing_tools_dir).toBe(tools);
+    expect(config.signing_tools?.fwtool).toBe(path.join(tools, "fwtool"));
+  });
+
+  it("without a certificate, signs detached only and needs no tools", () => {
+    const dir = tempDir();
+    writeFileSync(path.join(dir, "k"), generateKeyPair().secretFile);
+    const config = loadConfig({ cwd: dir, env: { SIGNING_KEY: "k", PATH: "" } });
+    expect(config.signing_key).toBe(path.join(dir, "k"));
+    expect(config.signing_cert).toBeUndefined();
+    expect(config.signing_tools).toBeUndefined();
+  });
+
+  it("lists every signing problem in one message at boot", () => {
+    const dir = tempDir();
+    writeFileSync(path.join(dir, "not-a-key"), "secret\n");
+    const tools = toolsDir(dir, ["usign"]);
+    const problems = problemsOf(() =>
+      loadConfig({
+        cwd: dir,
+        env: { SIGNING_KEY: "not-a-key", SIGNING_CERT: "missing.ucert", SIGNING_TOOLS_DIR: tools },
+      }),
+    );
+    expect(problems).toEqual([
+      expect.stringMatching(/^signing_key: .*not-a-key is not a usable usign secret key .*usign -G/),
+      `signing_cert: file ${path.join(dir, "missing.ucert")} does not exist`,
+      expect.stringMatching(
+        /^signing_tools_dir: no executable ucert in .*host-bin; .*staging_dir\/host\/bin/,
+      ),
+      expect.stringMatching(/^signing_tools_dir: no executable fwtool in /),
+    ]);
+  });
+
+  it("reports a missing key, a tools folder that is not one, and a certificate without a key", () => {
+    const dir = tempDir();
+    writeFileSync(path.join(dir, "k.ucert"), "cert");
+    expect(
+      problemsOf(() => loadConfig({ cwd: dir, env: { SIGNING_KEY: "k", SIGNING_TOOLS_DIR: "nope" } })),
+    ).toEqual([
+      `signing_key: file ${path.join(dir, "k")} does not exist`,
+      `signing_tools_dir: ${path.join(dir, "nope")} is not a folder`,
+    ]);
+    expect(problemsOf(() => loadConfig({ cwd: dir, env: { SIGNING_CERT: "k.ucert" } }))).toEqual([
+      "signing_cert: set, but signing_key is not; images are only signed with signing_key",
+    ]);
+  });
+
+  it("finds no tools on an empty PATH", () => {
+    const dir = tempDir();
+    writeFileSync(path.join(dir, "k"), generateKeyPair().secretFile);
+    writeFileSync(path.join(dir, "k.ucert"), "cert");
+    const problems = problemsOf(() => loadConfig({ cwd: dir, env: { SIGNING_KEY: "k", PATH: "" } }));
+    expect(problems).toHaveLength(3);
+    expect(problems[0]).toMatch(/^signing_tools_dir: no executable usign on PATH; signing_cert needs/);
   });
 });

@@ -1,10 +1,11 @@
-import { existsSync, readFileSync } from "node:fs";
+import { accessSync, constants as fsConstants, existsSync, readFileSync, statSync } from "node:fs";
 import { isIP } from "node:net";
 import path from "node:path";
 import { parse as parseToml } from "smol-toml";
 import Type, { type Static, type TSchema } from "typebox";
 import { Value } from "typebox/value";
 import { ConfigError } from "../shared/errors.js";
+import { parseSecretKey } from "../shared/usign.js";
 import { parseDuration } from "./duration.js";
 import {
   loadPackageChanges,
@@ -67,6 +68,8 @@ export const RawConfigSchema = Type.Object(
     require_signatures: Type.Optional(Type.Boolean()),
     cache_path: Type.Optional(Type.String({ minLength: 1 })),
     signing_key: Type.Optional(Type.String()),
+    signing_cert: Type.Optional(Type.String()),
+    signing_tools_dir: Type.Optional(Type.String()),
     build_rate_limit: Type.Optional(Type.Integer({ minimum: 0 })),
     max_log_bytes: Type.Optional(Type.Integer({ minimum: 1024 })),
     store_max_bytes: Type.Optional(Type.Integer({ minimum: 0 })),
@@ -95,6 +98,15 @@ export interface BranchConfig {
   /** usign public key (base64 line) that signs this branch's sha256sums; undefined = none known. */
   pubkey?: string;
 }
+
+/** Absolute paths of OpenWrt's host tools that embed image signatures. */
+export interface SigningTools {
+  usign: string;
+  ucert: string;
+  fwtool: string;
+}
+
+export const SIGNING_TOOL_NAMES = ["usign", "ucert", "fwtool"] as const;
 
 export type TrustProxy = false | number | string[];
 
@@ -127,6 +139,16 @@ export interface AsuConfig {
   require_signatures: boolean;
   cache_path: string;
   signing_key?: string;
+  /**
+   * The ucert certificate of `signing_key` (upstream's key-build.ucert). With it, images that
+   * carry fwtool metadata get an embedded signature that the router's sysupgrade checks;
+   * without it, images get only the detached `<image>.sig` (docs/decisions/002).
+   */
+  signing_cert?: string;
+  /** The folder from `signing_tools_dir`, if given; `signing_tools` holds what was found. */
+  signing_tools_dir?: string;
+  /** usign, ucert and fwtool, resolved at boot; set whenever `signing_cert` is. */
+  signing_tools?: SigningTools;
   /** New (uncached) builds per client address per minute; 0 turns the limit off. */
   build_rate_limit: number;
   /** Cap on captured stdout/stderr per command. */
@@ -309,14 +331,122 @@ export function loadConfig(options: LoadConfigOptions = {}): AsuConfig {
   };
   if (existsSync(file)) config.config_file = file;
   if (conf.redis_url !== undefined) config.redis_url = conf.redis_url;
-  if (conf.signing_key !== undefined && conf.signing_key !== "") {
-    config.signing_key = path.resolve(cwd, conf.signing_key);
-    if (!existsSync(config.signing_key))
-      problems.push(`signing_key: file ${config.signing_key} does not exist`);
-  }
+  Object.assign(config, signingSetup(conf, cwd, env, problems));
 
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
+}
+
+/**
+ * `signing_key`, `signing_cert` and `signing_tools_dir`, checked together so that one boot
+ * message names every problem: a key that is missing or not an unencrypted usign secret key,
+ * a certificate that cannot be read, and each tool that cannot be found.
+ */
+function signingSetup(
+  conf: RawConfig,
+  cwd: string,
+  env: NodeJS.ProcessEnv,
+  problems: string[],
+): Pick<AsuConfig, "signing_key" | "signing_cert" | "signing_tools_dir" | "signing_tools"> {
+  const given = (value: string | undefined): value is string => value !== undefined && value !== "";
+  if (!given(conf.signing_key)) {
+    if (given(conf.signing_cert)) {
+      problems.push("signing_cert: set, but signing_key is not; images are only signed with signing_key");
+    }
+    return {};
+  }
+  const key = path.resolve(cwd, conf.signing_key);
+  const result: ReturnType<typeof signingSetup> = { signing_key: key };
+  const keyText = readConfigFile(key, "signing_key", problems);
+  if (keyText !== undefined) {
+    try {
+      parseSecretKey(keyText);
+    } catch (err) {
+      problems.push(
+        `signing_key: ${key} is not a usable usign secret key (${(err as Error).message}); make one with \`usign -G\``,
+      );
+    }
+  }
+
+  // Upstream ASU (and OpenWrt's image build) take the certificate from <key>.ucert.
+  let cert: string | undefined;
+  if (given(conf.signing_cert)) {
+    cert = path.resolve(cwd, conf.signing_cert);
+    readConfigFile(cert, "signing_cert", problems);
+  } else if (existsSync(`${key}.ucert`)) {
+    cert = `${key}.ucert`;
+    readConfigFile(cert, "signing_cert (default <signing_key>.ucert)", problems);
+  }
+  if (cert === undefined) return result;
+  result.signing_cert = cert;
+
+  let dirs: string[];
+  if (given(conf.signing_tools_dir)) {
+    const dir = path.resolve(cwd, conf.signing_tools_dir);
+    result.signing_tools_dir = dir;
+    dirs = [dir];
+    if (!isDirectory(dir)) {
+      problems.push(`signing_tools_dir: ${dir} is not a folder`);
+      return result;
+    }
+  } else {
+    dirs = (env.PATH ?? "")
+      .split(path.delimiter)
+      .filter((d) => d !== "")
+      .map((d) => path.resolve(cwd, d));
+  }
+  const tools: Partial<SigningTools> = {};
+  for (const name of SIGNING_TOOL_NAMES) {
+    const found = dirs.map((d) => path.join(d, name)).find(isExecutableFile);
+    if (found !== undefined) tools[name] = found;
+    else {
+      problems.push(
+        `signing_tools_dir: no executable ${name} ${
+          given(conf.signing_tools_dir) ? `in ${dirs[0]}` : "on PATH"
+        }; signing_cert needs usign, ucert and fwtool (build them from OpenWrt's sources or take them from an ImageBuilder's staging_dir/host/bin)`,
+      );
+    }
+  }
+  if (tools.usign && tools.ucert && tools.fwtool) {
+    result.signing_tools = { usign: tools.usign, ucert: tools.ucert, fwtool: tools.fwtool };
+  }
+  return result;
+}
+
+function readConfigFile(file: string, key: string, problems: string[]): string | undefined {
+  try {
+    if (!statSync(file).isFile()) {
+      problems.push(`${key}: ${file} is not a file`);
+      return undefined;
+    }
+    return readFileSync(file, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    problems.push(
+      code === "ENOENT"
+        ? `${key}: file ${file} does not exist`
+        : `${key}: cannot read ${file} (${code ?? "error"})`,
+    );
+    return undefined;
+  }
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function isExecutableFile(p: string): boolean {
+  try {
+    if (!statSync(p).isFile()) return false;
+    accessSync(p, fsConstants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -67,9 +67,28 @@ export interface BuildRunner {
   ): Promise<CommandResult>;
 }
 
+export interface SignImageContext {
+  /** A folder no build can reach (the workspace's privateDir), for the signer's own files. */
+  workDir: string;
+  signal?: AbortSignal;
+}
+
+/** An image after signing (docs/decisions/002). */
+export interface SignedImage {
+  /** The bytes to serve: with an embedded signature, or exactly as built. */
+  image: Buffer;
+  /** Whether a fwtool signature trailer was embedded. */
+  embedded: boolean;
+  /** sha256 of `image`, which LuCI, owut and auc check the download against. */
+  sha256: string;
+  /** sha256 of the image without its fwtool signature, as OpenWrt's json_add_image_info.py means it. */
+  sha256Unsigned: string;
+  /** `<image>.sig`: a usign signature over `image`, the bytes served. */
+  detachedSignature: string;
+}
+
 export interface ImageSigner {
-  /** Returns the detached signature (`<image>.sig` content) of an image's bytes. */
-  sign(image: Buffer): Promise<string>;
+  sign(image: Buffer, ctx: SignImageContext): Promise<SignedImage>;
 }
 
 /** What the pipeline needs to give a network-less build its packages (FeedStager). */
@@ -486,6 +505,8 @@ async function buildSteps(
     }
 
     const opened: OpenedFile[] = [];
+    // Images whose bytes changed when a signature was embedded: what images[] must now say.
+    const servedImages = new Map<string, { sha256: string; sha256_unsigned: string; size: number }>();
     try {
       const files: StoreFile[] = [];
       const describedImages = images as ProfileImage[];
@@ -537,8 +558,28 @@ async function buildSteps(
               logs,
             );
           }
-          // The signature is kept in memory and stored as data: nothing is written into binDir.
-          files.push({ name: sigName, data: await deps.signer.sign(bytes) });
+          // Signed on a private copy; the results are stored as data: nothing is written into binDir.
+          let signed: SignedImage;
+          try {
+            signed = await deps.signer.sign(bytes, { workDir: ws.privateDir, signal });
+          } catch (err) {
+            if (signal.aborted) throw err;
+            throw new BuildError(
+              `Error: Signing ${image.name} failed: ${err instanceof Error ? err.message : String(err)}. The server operator must check the signing setup (signing_key, signing_cert, signing_tools_dir).`,
+              // A broken key, certificate or tool stays broken: retrying cannot help.
+              { userFault: false, retryable: false, ...logs },
+            );
+          }
+          if (signed.embedded) {
+            const at = files.findIndex((f) => f.name === image.name);
+            files[at] = { name: image.name, data: signed.image };
+            servedImages.set(image.name, {
+              sha256: signed.sha256,
+              sha256_unsigned: signed.sha256Unsigned,
+              size: signed.image.length,
+            });
+          }
+          files.push({ name: sigName, data: signed.detachedSignature });
         }
       }
 
@@ -562,7 +603,11 @@ async function buildSteps(
       ...targetFacts,
       ...profile,
       id: job.profile,
-      images,
+      // sha256 is what clients check the download against: that of the bytes served.
+      images: images.map((image) => {
+        const served = servedImages.get((image as ProfileImage).name);
+        return served ? { ...(image as ProfileImage), ...served } : image;
+      }),
       build_at: new Date().toISOString(),
       bin_dir: hash,
       manifest,
