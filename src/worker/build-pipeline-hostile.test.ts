@@ -16,6 +16,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { loadConfig, type AsuConfig } from "../config/config.js";
+import { fakeJob, fakeWorkspace } from "../../test/support/pipeline-fakes.js";
 import type { BuildJobData } from "../queue/build-job.js";
 import type { NormalizedRequest } from "../request/normalize-request.js";
 import { BuildError } from "../shared/errors.js";
@@ -102,21 +103,7 @@ function makeDeps(config: AsuConfig, withSigner = true): PipelineDeps {
       acquire: async () => ({ root: ibRoot, release: async () => undefined }),
     },
     runner: {
-      createWorkspace: async (): Promise<Ws> => {
-        const root = await mkdtemp(path.join(tmp, "ws-"));
-        const ws: Ws = {
-          root,
-          dir: path.join(root, "ib"),
-          binDir: path.join(root, "bin"),
-          filesDir: path.join(root, "files"),
-          privateDir: path.join(root, "private"),
-          feedsDir: path.join(root, "feeds"),
-          readOnlyDirs: [],
-          dispose: () => rm(root, { recursive: true, force: true }),
-        };
-        for (const d of [ws.dir, ws.binDir, ws.filesDir, ws.privateDir]) await mkdir(d, { recursive: true });
-        return ws;
-      },
+      createWorkspace: (): Promise<Ws> => fakeWorkspace(tmp),
       run: async (ws: Ws, opts: { args: string[] }) => {
         const target = opts.args[1] as "info" | "manifest" | "image";
         const step = scenario[target];
@@ -154,28 +141,7 @@ function makeDeps(config: AsuConfig, withSigner = true): PipelineDeps {
 }
 
 function job(over: Partial<NormalizedRequest> = {}): BuildJobData {
-  return {
-    request: {
-      distro: "openwrt",
-      version: "24.10.4",
-      version_code: "",
-      target: "ath79/generic",
-      profile: PROFILE,
-      packages: [],
-      packages_versions: {},
-      diff_packages: false,
-      defaults: null,
-      rootfs_size_mb: null,
-      filesystem: null,
-      repositories: {},
-      repositories_mode: "append",
-      repository_keys: [],
-      ...over,
-    },
-    profile: PROFILE,
-    enqueued_at: Date.now(),
-    result_ttl: 60,
-  };
+  return fakeJob({ profile: PROFILE, ...over });
 }
 
 let config: AsuConfig;

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { fakeJob, fakeWorkspace } from "../../test/support/pipeline-fakes.js";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -69,20 +70,7 @@ function deps(signer: UsignImageSigner): PipelineDeps {
     config,
     imagebuilders: { acquire: async () => ({ root: path.join(tmp, "ib"), release: async () => undefined }) },
     runner: {
-      createWorkspace: async (): Promise<BuildWorkspace> => {
-        const root = await mkdtemp(path.join(tmp, "ws-"));
-        const ws = {
-          root,
-          dir: path.join(root, "ib"),
-          binDir: path.join(root, "bin"),
-          filesDir: path.join(root, "files"),
-          privateDir: path.join(root, "private"),
-          feedsDir: path.join(root, "feeds"),
-          dispose: () => rm(root, { recursive: true, force: true }),
-        };
-        for (const d of [ws.dir, ws.binDir, ws.filesDir, ws.privateDir]) await mkdir(d, { recursive: true });
-        return ws;
-      },
+      createWorkspace: (): Promise<BuildWorkspace> => fakeWorkspace(tmp),
       run: async (ws: BuildWorkspace, opts: { args: string[] }) => {
         const stdout: Record<string, string> = {
           info: `Current Revision: "r1-abc"\nDefault Packages: base-files\nAvailable Profiles:\n\n${PROFILE}:\n    Test\n    Packages: \n`,
@@ -125,27 +113,7 @@ function deps(signer: UsignImageSigner): PipelineDeps {
   };
 }
 
-const job: BuildJobData = {
-  request: {
-    distro: "openwrt",
-    version: "24.10.4",
-    version_code: "",
-    target: "ath79/generic",
-    profile: PROFILE,
-    packages: [],
-    packages_versions: {},
-    diff_packages: false,
-    defaults: null,
-    rootfs_size_mb: null,
-    filesystem: null,
-    repositories: {},
-    repositories_mode: "append",
-    repository_keys: [],
-  },
-  profile: PROFILE,
-  enqueued_at: Date.now(),
-  result_ttl: 60,
-};
+const job: BuildJobData = fakeJob({ profile: PROFILE });
 
 const stored = (name: string): Promise<Buffer> => readFile(path.join(publicDir, "store", HASH, name));
 

@@ -1,4 +1,5 @@
 import { requestHash } from "../request/request-hash.js";
+import { fakeJob, fakeWorkspace } from "../../test/support/pipeline-fakes.js";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -61,20 +62,7 @@ function harness(
       }),
     },
     runner: {
-      createWorkspace: async () => {
-        const root = await mkdtemp(path.join(tmp, "ws-"));
-        const ws = {
-          root,
-          dir: path.join(root, "ib"),
-          binDir: path.join(root, "bin"),
-          filesDir: path.join(root, "files"),
-          privateDir: path.join(root, "private"),
-          feedsDir: path.join(root, "feeds"),
-          dispose: () => rm(root, { recursive: true, force: true }),
-        };
-        for (const d of [ws.dir, ws.binDir, ws.filesDir, ws.privateDir]) await mkdir(d, { recursive: true });
-        return ws;
-      },
+      createWorkspace: () => fakeWorkspace(tmp),
       run: async (_ws: unknown, opts: { args: string[] }) => {
         const base = { signal: null, timedOut: false, aborted: false, truncated: false, durationMs: 1 };
         if (opts.args[1] === "info") {
@@ -96,27 +84,8 @@ function harness(
 
 function jobContext(attemptsMade = 0, maxAttempts = 3): BuildJobContext & { stages: string[] } {
   const stages: string[] = [];
-  const data: BuildJobData = {
-    request: {
-      distro: "openwrt",
-      version: "24.10.4",
-      version_code: "",
-      target: "ath79/generic",
-      profile: "test_device",
-      packages: ["base-files"],
-      packages_versions: {},
-      diff_packages: false,
-      defaults: null,
-      rootfs_size_mb: null,
-      filesystem: null,
-      repositories: {},
-      repositories_mode: "append",
-      repository_keys: [],
-    },
-    profile: "test_device",
-    enqueued_at: Date.now(),
-    result_ttl: 60,
-  };
+  const data: BuildJobData = fakeJob({ packages: ["base-files"] });
+
   return {
     // The worker refuses jobs whose id is not the hash of their request (job-check.ts).
     id: requestHash(data.request),

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { fakeJob } from "../support/pipeline-fakes.js";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -71,27 +72,8 @@ async function build(root: string, publicDir: string): Promise<unknown> {
     storeFiles: (hash, files) => store.put(hash, files),
     signer: new UsignImageSigner(keyFile),
   };
-  const job: BuildJobData = {
-    request: {
-      distro: "openwrt",
-      version: "24.10.4",
-      version_code: "",
-      target: "ath79/generic",
-      profile: PROFILE,
-      packages: [],
-      packages_versions: {},
-      diff_packages: false,
-      defaults: null,
-      rootfs_size_mb: null,
-      filesystem: null,
-      repositories: {},
-      repositories_mode: "append",
-      repository_keys: [],
-    },
-    profile: PROFILE,
-    enqueued_at: Date.now(),
-    result_ttl: 60,
-  };
+  const job: BuildJobData = fakeJob({ profile: PROFILE });
+
   return runBuildPipeline(HASH, job, deps, async () => undefined).then(
     () => undefined,
     (err: unknown) => err,

@@ -1,0 +1,58 @@
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import path from "node:path";
+import type { BuildJobData } from "../../src/queue/build-job.js";
+import type { NormalizedRequest } from "../../src/request/normalize-request.js";
+import type { BuildWorkspace } from "../../src/worker/build-pipeline.js";
+
+/**
+ * Fakes for the middle test tier: pipeline and worker tests that need a build's folders and a
+ * job, but not a sandbox, a mirror or Redis.
+ */
+
+/** A workspace laid out as the runners lay it out, in a fresh folder under `parent`. */
+export async function fakeWorkspace(parent: string): Promise<BuildWorkspace & { readOnlyDirs: string[] }> {
+  const root = await mkdtemp(path.join(parent, "ws-"));
+  const ws = {
+    root,
+    dir: path.join(root, "ib"),
+    binDir: path.join(root, "bin"),
+    filesDir: path.join(root, "files"),
+    privateDir: path.join(root, "private"),
+    feedsDir: path.join(root, "feeds"),
+    readOnlyDirs: [],
+    dispose: () => rm(root, { recursive: true, force: true }),
+  };
+  for (const d of [ws.dir, ws.binDir, ws.filesDir, ws.privateDir, ws.feedsDir]) {
+    await mkdir(d, { recursive: true });
+  }
+  return ws;
+}
+
+/** A queued job as the API would queue it: ath79/generic on 24.10.4, nothing optional set. */
+export function fakeJob(
+  over: Partial<NormalizedRequest> = {},
+  profile = over.profile ?? "test_device",
+): BuildJobData {
+  return {
+    request: {
+      distro: "openwrt",
+      version: "24.10.4",
+      version_code: "",
+      target: "ath79/generic",
+      profile,
+      packages: [],
+      packages_versions: {},
+      diff_packages: false,
+      defaults: null,
+      rootfs_size_mb: null,
+      filesystem: null,
+      repositories: {},
+      repositories_mode: "append",
+      repository_keys: [],
+      ...over,
+    },
+    profile,
+    enqueued_at: Date.now(),
+    result_ttl: 60,
+  };
+}
