@@ -326,3 +326,44 @@ describe("builds with OpenWrt's real ImageBuilder flow and package tools", { tim
     failed(await answer("apkPostinstFails"), /postinst-fail/, /post-install has failed with exit code 1/);
   });
 });
+
+describe("concurrent builds on one real opkg ImageBuilder (issue #8)", { timeout: 30 * 60_000 }, () => {
+  let mirror: Mirror & { info: RealToolsMirrorInfo };
+  let api: TestServer;
+
+  beforeAll(async () => {
+    mirror = await startRealToolsMirror();
+    api = await startTestServer(mirror, { overrides: { workers: 2, job_timeout: "10m" } });
+  }, 45 * 60_000);
+
+  afterAll(async () => {
+    await api?.close();
+    if (api) await flushPrefix(api.prefix);
+    await mirror?.close();
+  });
+
+  it("both succeed: each build has its own opkg lists and keys, not a shared dl/", async () => {
+    // Before, every workspace shared one dl/, where opkg keeps its lists and signatures, and
+    // two builds at once failed with "Signature check failed" / "Cannot install package base-files".
+    const bodies = [
+      { ...OPKG, packages: ["hello", "foo-tool"] },
+      { ...OPKG, packages: ["luci-app-bar", "foo-tool"] },
+      { ...OPKG, profile: "glinet,gl-ar300m16", packages: ["hello"] },
+      { ...OPKG, profile: "glinet,gl-ar300m16", packages: ["luci-app-bar"] },
+    ];
+    const posted = await Promise.all(bodies.map((b) => request(api.url, "POST", "/api/v1/build", b)));
+    const done = await Promise.all(
+      posted.map((p) => waitForBuild(api.url, String(p.body.request_hash), 30 * 60_000)),
+    );
+    for (const d of done) expect(d.status, d.text).toBe(200);
+    // They really ran side by side: two worker slots, each window overlapping another's.
+    const windows = done.map((d) => {
+      const end = Date.parse(String(d.body.build_at));
+      return { start: end - (d.body.timings as { total_ms: number }).total_ms, end };
+    });
+    const overlapping = windows.some((a, i) =>
+      windows.some((b, j) => i !== j && a.start < b.end && b.start < a.end),
+    );
+    expect(overlapping).toBe(true);
+  });
+});
