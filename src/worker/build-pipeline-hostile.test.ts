@@ -476,4 +476,14 @@ describe("never done without an image", () => {
       /did not write it/,
     );
   });
+
+  it("make manifest exits 0 but lists nothing: a server fault, never an image of an empty manifest", async () => {
+    // Seen when a build broke the ImageBuilder's list-installed: the empty manifest was
+    // accepted and an image was published under the hash of nothing.
+    scenario.manifest = async () => ({ code: 0, stdout: "" });
+    await expectServerFault(
+      runBuildPipeline(HASH, job(), makeDeps(config), async () => undefined),
+      /printed an empty manifest/,
+    );
+  });
 });

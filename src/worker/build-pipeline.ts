@@ -391,6 +391,13 @@ async function buildSteps(
       );
     }
     const manifest = parseManifest(manifestRun.stdout);
+    // Every image holds at least base-files: an empty list means the ImageBuilder broke.
+    if (Object.keys(manifest).length === 0) {
+      throw new BuildError(
+        "Error: The ImageBuilder printed an empty manifest, so the image cannot be described. Please try again later or tell the server operator.",
+        { userFault: false, retryable: false, ...logsOf(manifestRun) },
+      );
+    }
     for (const [name, version] of Object.entries(req.packages_versions)) {
       if (name === "kernel" || name === "libc") continue; // pseudo-packages, see normalizeRequest
       const actual = manifest[name];
