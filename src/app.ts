@@ -172,7 +172,10 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
     // Expired builds leave the disk within minutes; the budget bounds the rest.
     const gcTimer = setInterval(() => {
       runStoreGc(config, queue, store)
-        .then((report) => logger.debug({ report }, "store garbage collected"))
+        .then(async (report) => {
+          logger.debug({ report }, "store garbage collected");
+          await stats.recordStoreUsage(report.keptBytes);
+        })
         .catch((err: unknown) => logger.warn({ err }, "store garbage collection failed"));
     }, 10 * 60_000);
     gcTimer.unref();
