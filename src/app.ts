@@ -13,7 +13,8 @@ import { BuildQueue } from "./queue/build-queue.js";
 import type { BuildJobData } from "./queue/build-job.js";
 import { resolveRedis } from "./queue/embedded-redis.js";
 import { Stats } from "./stats/stats.js";
-import { LocalStore } from "./store/local-store.js";
+import { createStore } from "./store/store-factory.js";
+import type { Store } from "./store/store.js";
 import { collectStoreGarbage, type StoreGcReport } from "./store/store-gc.js";
 import { Catalog } from "./upstream/catalog.js";
 import { UpstreamClient } from "./upstream/upstream-client.js";
@@ -42,7 +43,7 @@ export interface StartOptions {
   quiet?: boolean;
 }
 
-export function runStoreGc(config: AsuConfig, queue: BuildQueue, store: LocalStore): Promise<StoreGcReport> {
+export function runStoreGc(config: AsuConfig, queue: BuildQueue, store: Store): Promise<StoreGcReport> {
   return collectStoreGarbage({
     store,
     liveHashes: () => queue.liveResultHashes(),
@@ -93,9 +94,13 @@ export async function collectGarbageOnce(config: AsuConfig): Promise<StoreGcRepo
     prefix: config.redis_prefix,
   });
   try {
-    const store = new LocalStore(config.public_path);
-    await store.init();
-    return await runStoreGc(config, queue, store);
+    const store = createStore(config);
+    try {
+      await store.init();
+      return await runStoreGc(config, queue, store);
+    } finally {
+      await store.close();
+    }
   } finally {
     await queue.close();
   }
@@ -120,8 +125,14 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
     () => queue.pendingCount(),
     (err) => logger.warn({ err }, "stats write failed"),
   );
-  const store = new LocalStore(config.public_path);
+  const store = createStore(config);
   await store.init();
+  if (opts.role !== "all" && config.store_backend === "local") {
+    // An API server can only serve what a worker wrote to a folder both see (issue #12).
+    logger.warn(
+      `store_backend = "local": the API and the workers must share ${config.public_path}; on separate machines use store_backend = "s3"`,
+    );
+  }
   const upstream = new UpstreamClient({ baseUrl: config.upstream_url });
   const catalog = new Catalog(config, upstream);
 
@@ -161,7 +172,10 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
     // Expired builds leave the disk within minutes; the budget bounds the rest.
     const gcTimer = setInterval(() => {
       runStoreGc(config, queue, store)
-        .then((report) => logger.debug({ report }, "store garbage collected"))
+        .then(async (report) => {
+          logger.debug({ report }, "store garbage collected");
+          await stats.recordStoreUsage(report.keptBytes);
+        })
         .catch((err: unknown) => logger.warn({ err }, "store garbage collection failed"));
     }, 10 * 60_000);
     gcTimer.unref();
@@ -187,6 +201,7 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
     close: async () => {
       for (const close of closers) await close();
       await queue.close();
+      await store.close();
       await redis.stop?.();
     },
   };

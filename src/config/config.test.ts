@@ -391,3 +391,52 @@ describe("image signing keys", () => {
     expect(problems[0]).toMatch(/^signing_tools_dir: no executable usign on PATH; signing_cert needs/);
   });
 });
+
+describe("store_backend and the s3_* keys", () => {
+  it("defaults to the local store", () => {
+    const config = loadConfig({ cwd: tempDir(), env: {} });
+    expect(config.store_backend).toBe("local");
+    expect(config.s3).toBeUndefined();
+  });
+
+  it("reads upstream ASU's S3 keys from asu.toml, with environment overrides", () => {
+    const { dir } = writeToml(
+      [
+        'store_backend = "s3"',
+        's3_endpoint = "http://127.0.0.1:9000/"',
+        's3_bucket = "asu-images"',
+        's3_access_key = "from-file"',
+        's3_secret_key = "secret"',
+        's3_public_url = "https://dl.example.org/asu/"',
+      ].join("\n"),
+    );
+    const config = loadConfig({ cwd: dir, env: { S3_ACCESS_KEY: "from-env", S3_REGION: "eu-central-1" } });
+    expect(config.store_backend).toBe("s3");
+    expect(config.s3).toEqual({
+      endpoint: "http://127.0.0.1:9000",
+      bucket: "asu-images",
+      access_key: "from-env",
+      secret_key: "secret",
+      region: "eu-central-1",
+      public_url: "https://dl.example.org/asu",
+    });
+  });
+
+  it("lists every bad S3 key in one boot error", () => {
+    const problems = problemsOf(() =>
+      loadConfig({
+        cwd: tempDir(),
+        env: { STORE_BACKEND: "s3", S3_ENDPOINT: "minio:9000", S3_PUBLIC_URL: "ftp://x", S3_ACCESS_KEY: "k" },
+      }),
+    );
+    expect(problems).toEqual([
+      's3_bucket: required when store_backend = "s3"',
+      's3_endpoint: "minio:9000" is not an http(s) URL',
+      's3_public_url: "ftp://x" is not an http(s) URL',
+      "s3_access_key, s3_secret_key: give both, or neither to use the AWS credential chain (env, profile, role)",
+    ]);
+    expect(problemsOf(() => loadConfig({ cwd: tempDir(), env: { STORE_BACKEND: "gcs" } }))[0]).toMatch(
+      /^store_backend: /,
+    );
+  });
+});

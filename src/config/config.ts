@@ -80,6 +80,14 @@ export const RawConfigSchema = Type.Object(
       Type.Union([Type.Boolean(), Type.Integer({ minimum: 0 }), Type.Array(Type.String())]),
     ),
     imagebuilder_check_interval: Type.Optional(Duration),
+    // Where finished builds go (upstream ASU's keys): "local" is public_path/store.
+    store_backend: Type.Optional(Type.Union([Type.Literal("local"), Type.Literal("s3")])),
+    s3_endpoint: Type.Optional(Type.String()),
+    s3_access_key: Type.Optional(Type.String()),
+    s3_secret_key: Type.Optional(Type.String()),
+    s3_bucket: Type.Optional(Type.String()),
+    s3_region: Type.Optional(Type.String()),
+    s3_public_url: Type.Optional(Type.String()),
   },
   { additionalProperties: false },
 );
@@ -169,6 +177,24 @@ export interface AsuConfig {
   trust_proxy: TrustProxy;
   /** The asu.toml that was read, if any; hidden from builds. */
   config_file?: string;
+  /**
+   * "local": files under public_path/store, served by the API itself (API and workers must
+   * share that folder). "s3": a bucket every API server and worker reaches (decision 006).
+   */
+  store_backend: "local" | "s3";
+  /** Set when store_backend is "s3". */
+  s3?: S3Config;
+}
+
+export interface S3Config {
+  /** undefined = AWS; otherwise an S3-compatible server, addressed path-style. */
+  endpoint?: string;
+  access_key?: string;
+  secret_key?: string;
+  bucket: string;
+  region: string;
+  /** Public base URL of the bucket; without it downloads redirect to presigned URLs. */
+  public_url?: string;
 }
 
 const DEFAULTS = {
@@ -328,12 +354,46 @@ export function loadConfig(options: LoadConfigOptions = {}): AsuConfig {
     worker_lock_duration: duration("worker_lock_duration"),
     trust_proxy: trustProxy(conf.trust_proxy, problems),
     imagebuilder_check_interval: duration("imagebuilder_check_interval"),
+    store_backend: conf.store_backend ?? "local",
   };
   if (existsSync(file)) config.config_file = file;
   if (conf.redis_url !== undefined) config.redis_url = conf.redis_url;
   Object.assign(config, signingSetup(conf, cwd, env, problems));
+  const s3 = s3Setup(conf, problems);
+  if (s3) config.s3 = s3;
 
   if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}
+
+/** The s3_* keys, checked together when store_backend is "s3" so one boot message lists all. */
+function s3Setup(conf: RawConfig, problems: string[]): S3Config | undefined {
+  if (conf.store_backend !== "s3") return undefined;
+  const given = (value: string | undefined): value is string => value !== undefined && value !== "";
+  if (!given(conf.s3_bucket)) {
+    problems.push(`s3_bucket: required when store_backend = "s3"`);
+  } else if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(conf.s3_bucket)) {
+    problems.push(
+      `s3_bucket: "${conf.s3_bucket}" is not a valid bucket name (3 to 63 of a-z, 0-9, "." and "-")`,
+    );
+  }
+  for (const key of ["s3_endpoint", "s3_public_url"] as const) {
+    const value = conf[key];
+    if (given(value) && !isHttpUrl(value)) problems.push(`${key}: "${value}" is not an http(s) URL`);
+  }
+  if (given(conf.s3_access_key) !== given(conf.s3_secret_key)) {
+    problems.push(
+      "s3_access_key, s3_secret_key: give both, or neither to use the AWS credential chain (env, profile, role)",
+    );
+  }
+  const config: S3Config = {
+    bucket: conf.s3_bucket ?? "",
+    region: given(conf.s3_region) ? conf.s3_region : "us-east-1",
+  };
+  if (given(conf.s3_endpoint)) config.endpoint = conf.s3_endpoint.replace(/\/+$/, "");
+  if (given(conf.s3_access_key)) config.access_key = conf.s3_access_key;
+  if (given(conf.s3_secret_key)) config.secret_key = conf.s3_secret_key;
+  if (given(conf.s3_public_url)) config.public_url = conf.s3_public_url.replace(/\/+$/, "");
   return config;
 }
 

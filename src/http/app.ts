@@ -4,7 +4,7 @@ import swaggerUi from "@fastify/swagger-ui";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { AsuConfig } from "../config/config.js";
 import type { BuildQueue } from "../queue/build-queue.js";
-import type { LocalStore } from "../store/local-store.js";
+import type { Store } from "../store/store.js";
 import type { Stats } from "../stats/stats.js";
 import type { Catalog } from "../upstream/catalog.js";
 import type { UpstreamClient } from "../upstream/upstream-client.js";
@@ -19,7 +19,7 @@ import { fastifyTrustProxy } from "./trust-proxy.js";
 export interface AppDeps {
   config: AsuConfig;
   queue: BuildQueue;
-  store: LocalStore;
+  store: Store;
   upstream: UpstreamClient;
   catalog: Catalog;
   stats: Stats;

@@ -1,5 +1,5 @@
-import type { Redis } from "ioredis";
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { ChainableCommander, Redis } from "ioredis";
+import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 
 export type RequestEvent = "request" | "cache_hit" | "enqueued" | "overloaded" | "rate_limited";
 
@@ -14,6 +14,19 @@ export interface BuildOutcome {
   makeMs: number;
 }
 
+const DURATION_BUCKETS = [1, 5, 10, 30, 60, 120, 300, 600];
+const OVERHEAD_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 5];
+
+/** Build metrics kept in Redis so the API's /metrics covers every worker (decision 006). */
+const CLUSTER_HISTOGRAMS = {
+  asu_build_duration_seconds: { help: "Time from job start to stored result", buckets: DURATION_BUCKETS },
+  asu_build_overhead_seconds: {
+    help: "Build time not spent in make (ImageBuilder download excluded)",
+    buckets: OVERHEAD_BUCKETS,
+  },
+} as const;
+type ClusterHistogram = keyof typeof CLUSTER_HISTOGRAMS;
+
 /**
  * Counters in plain Redis hashes (no RedisTimeSeries module needed, unlike the Python
  * server), the recent-failure log, and Prometheus metrics for this process.
@@ -22,9 +35,6 @@ export class Stats {
   readonly registry = new Registry();
   readonly metricsContentType = this.registry.contentType;
   private readonly requests: Counter<"event">;
-  private readonly builds: Counter<"outcome" | "version">;
-  private readonly buildSeconds: Histogram<"outcome">;
-  private readonly overheadSeconds: Histogram;
   private readonly queueLength: Gauge;
 
   constructor(
@@ -38,25 +48,6 @@ export class Stats {
       name: "asu_build_requests_total",
       help: "Build requests by what happened to them",
       labelNames: ["event"],
-      registers: [this.registry],
-    });
-    this.builds = new Counter({
-      name: "asu_builds_total",
-      help: "Finished builds",
-      labelNames: ["outcome", "version"],
-      registers: [this.registry],
-    });
-    this.buildSeconds = new Histogram({
-      name: "asu_build_duration_seconds",
-      help: "Time from job start to stored result",
-      labelNames: ["outcome"],
-      buckets: [1, 5, 10, 30, 60, 120, 300, 600],
-      registers: [this.registry],
-    });
-    this.overheadSeconds = new Histogram({
-      name: "asu_build_overhead_seconds",
-      help: "Build time not spent in make (ImageBuilder download excluded)",
-      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5],
       registers: [this.registry],
     });
     const queueLength = this.queueLengthFn;
@@ -81,14 +72,21 @@ export class Stats {
 
   async recordBuild(outcome: BuildOutcome): Promise<void> {
     const label = outcome.ok ? "success" : "failure";
-    this.builds.inc({ outcome: label, version: outcome.version });
-    this.buildSeconds.observe({ outcome: label }, outcome.durationMs / 1000);
-    if (outcome.ok) this.overheadSeconds.observe(Math.max(0, outcome.durationMs - outcome.makeMs) / 1000);
     const multi = this.redis
       .multi()
+      .hincrby(`${this.prefix}:metrics:builds`, `${label}\t${outcome.version}`, 1)
       .hincrby(`${this.prefix}:stats:builds:${this.day()}`, label, 1)
       .hincrby(`${this.prefix}:stats:versions`, outcome.version, 1)
       .hincrby(`${this.prefix}:stats:targets`, outcome.target, 1);
+    this.observe(multi, "asu_build_duration_seconds", label, outcome.durationMs / 1000);
+    if (outcome.ok) {
+      this.observe(
+        multi,
+        "asu_build_overhead_seconds",
+        "",
+        Math.max(0, outcome.durationMs - outcome.makeMs) / 1000,
+      );
+    }
     if (!outcome.ok) {
       multi
         .lpush(`${this.prefix}:stats:errors`, JSON.stringify({ at: new Date().toISOString(), ...outcome }))
@@ -121,7 +119,68 @@ export class Stats {
     return rows.map((r) => JSON.parse(r) as unknown);
   }
 
+  /** A histogram observation as Redis hash fields: "<label>\tsum", "<label>\tcount", "<label>\t<le>". */
+  private observe(multi: ChainableCommander, name: ClusterHistogram, label: string, seconds: number): void {
+    const key = `${this.prefix}:metrics:${name}`;
+    multi.hincrbyfloat(key, `${label}\tsum`, seconds).hincrby(key, `${label}\tcount`, 1);
+    for (const le of CLUSTER_HISTOGRAMS[name].buckets) {
+      if (seconds <= le) multi.hincrby(key, `${label}\t${le}`, 1);
+    }
+  }
+
+  /** Last store size seen by garbage collection (listing S3 on every scrape would cost too much). */
+  async recordStoreUsage(bytes: number): Promise<void> {
+    await this.redis.set(`${this.prefix}:metrics:store_bytes`, String(bytes));
+  }
+
   async metricsText(): Promise<string> {
-    return this.registry.metrics();
+    return (await this.registry.metrics()) + (await this.clusterMetricsText());
+  }
+
+  /**
+   * Prometheus text for what every worker wrote to Redis: builds by outcome and version, and
+   * the duration histograms. Counters only grow; Prometheus' rate() handles the rest.
+   */
+  private async clusterMetricsText(): Promise<string> {
+    const [builds, storeBytes, ...histograms] = await Promise.all([
+      this.redis.hgetall(`${this.prefix}:metrics:builds`),
+      this.redis.get(`${this.prefix}:metrics:store_bytes`),
+      ...Object.keys(CLUSTER_HISTOGRAMS).map((name) => this.redis.hgetall(`${this.prefix}:metrics:${name}`)),
+    ]);
+    const esc = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+    const lines = [
+      "# HELP asu_builds_total Finished builds, from every worker",
+      "# TYPE asu_builds_total counter",
+    ];
+    for (const [field, value] of Object.entries(builds).sort()) {
+      const [outcome = "", version = ""] = field.split("\t");
+      lines.push(`asu_builds_total{outcome="${esc(outcome)}",version="${esc(version)}"} ${value}`);
+    }
+    for (const [i, name] of (Object.keys(CLUSTER_HISTOGRAMS) as ClusterHistogram[]).entries()) {
+      const { help, buckets } = CLUSTER_HISTOGRAMS[name];
+      const fields = histograms[i] ?? {};
+      lines.push(`# HELP ${name} ${help}, from every worker`, `# TYPE ${name} histogram`);
+      const labels = [...new Set(Object.keys(fields).map((f) => f.split("\t")[0] ?? ""))].sort();
+      for (const label of labels) {
+        const l = label === "" ? "" : `outcome="${esc(label)}",`;
+        for (const le of buckets)
+          lines.push(`${name}_bucket{${l}le="${le}"} ${fields[`${label}\t${le}`] ?? 0}`);
+        const count = fields[`${label}\tcount`] ?? "0";
+        lines.push(`${name}_bucket{${l}le="+Inf"} ${count}`);
+        const braces = label === "" ? "" : `{${l.slice(0, -1)}}`;
+        lines.push(
+          `${name}_sum${braces} ${fields[`${label}\tsum`] ?? "0"}`,
+          `${name}_count${braces} ${count}`,
+        );
+      }
+    }
+    if (storeBytes !== null) {
+      lines.push(
+        "# HELP asu_store_bytes Bytes in the store at the last garbage collection",
+        "# TYPE asu_store_bytes gauge",
+        `asu_store_bytes ${storeBytes}`,
+      );
+    }
+    return `${lines.join("\n")}\n`;
   }
 }

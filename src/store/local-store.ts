@@ -1,44 +1,24 @@
-import { createReadStream, type ReadStream } from "node:fs";
+import { createReadStream } from "node:fs";
 import { lstat, mkdir, readdir, realpath, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
-import { copyOpened, writeNewFile, type OpenedFile } from "../shared/safe-fs.js";
+import { copyOpened, writeNewFile } from "../shared/safe-fs.js";
+import {
+  checkCopied,
+  checkPut,
+  HASH_RE,
+  isStoreName,
+  type Store,
+  type StoreEntry,
+  type StoreFile,
+  type StoredFile,
+  type StoreLocation,
+} from "./store.js";
 
-const HASH_RE = /^[0-9a-f]{64}$/;
-// Image and manifest names as OpenWrt writes them; never a path separator.
-const NAME_RE = /^[\w][\w.+,~-]*$/;
-
-export interface StoredFile {
-  stream: ReadStream;
-  size: number;
-  mtime: Date;
-}
-
-/**
- * A file to publish. Build output comes as a descriptor the worker opened without following
- * links (src/shared/safe-fs.ts), with the size and sha256 that profiles.json promised:
- * clients verify that sha256, so it must be the hash of the bytes we serve. Files the worker
- * made itself (manifest, signatures) come as data.
- */
-export type StoreFile =
-  | { name: string; file: OpenedFile; sha256: string; maxBytes: number }
-  | { name: string; data: string | Buffer };
-
-/** The bytes read from build output are not the ones profiles.json described. */
-export class StoreIntegrityError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "StoreIntegrityError";
-  }
-}
-
-export interface StoreEntry {
-  hash: string;
-  bytes: number;
-  mtimeMs: number;
-}
+export { StoreIntegrityError, type StoreEntry, type StoreFile, type StoredFile } from "./store.js";
 
 /** Finished build files under `<public_path>/store/<request_hash>/`. */
-export class LocalStore {
+export class LocalStore implements Store {
+  readonly kind = "local";
   readonly root: string;
 
   constructor(publicPath: string) {
@@ -54,13 +34,7 @@ export class LocalStore {
    * place, so a reader never sees half a build, and never a file whose bytes do not match.
    */
   async put(hash: string, files: StoreFile[], signal?: AbortSignal): Promise<void> {
-    if (!HASH_RE.test(hash)) throw new Error(`invalid store hash ${hash}`);
-    const names = new Set<string>();
-    for (const file of files) {
-      if (!NAME_RE.test(file.name)) throw new Error(`refusing to store file with unsafe name ${file.name}`);
-      if (names.has(file.name)) throw new Error(`refusing to store ${file.name} twice`);
-      names.add(file.name);
-    }
+    checkPut(hash, files);
     const tmp = path.join(this.root, `.tmp-${hash}-${process.pid}-${Date.now()}`);
     await mkdir(tmp, { recursive: true });
     try {
@@ -70,16 +44,7 @@ export class LocalStore {
           continue;
         }
         const copied = await copyOpened(file.file, path.join(tmp, file.name), file.maxBytes, signal);
-        if (copied.size !== file.file.size) {
-          throw new StoreIntegrityError(
-            `${file.name} changed while it was stored (${file.file.size} bytes at open, ${copied.size} read)`,
-          );
-        }
-        if (copied.sha256 !== file.sha256) {
-          throw new StoreIntegrityError(
-            `${file.name} has sha256 ${copied.sha256}, but profiles.json says ${file.sha256}`,
-          );
-        }
+        checkCopied(file.name, { size: file.file.size, sha256: file.sha256 }, copied);
       }
       const dest = path.join(this.root, hash);
       await rm(dest, { recursive: true, force: true });
@@ -92,7 +57,7 @@ export class LocalStore {
 
   /** Opens a stored file, or undefined for anything that is not a regular file inside the store. */
   async open(hash: string, name: string): Promise<StoredFile | undefined> {
-    if (!HASH_RE.test(hash) || !NAME_RE.test(name)) return undefined;
+    if (!isStoreName(hash, name)) return undefined;
     const file = path.join(this.root, hash, name);
     try {
       const info = await lstat(file);
@@ -105,6 +70,18 @@ export class LocalStore {
       return undefined;
     }
   }
+
+  /** The local store serves the bytes itself. */
+  async locate(hash: string, name: string): Promise<StoreLocation | undefined> {
+    const file = await this.open(hash, name);
+    return file && { kind: "stream", ...file };
+  }
+
+  async usage(): Promise<number> {
+    return (await this.list()).reduce((sum, e) => sum + e.bytes, 0);
+  }
+
+  async close(): Promise<void> {}
 
   async remove(hash: string): Promise<void> {
     if (!HASH_RE.test(hash)) return;

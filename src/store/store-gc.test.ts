@@ -74,3 +74,20 @@ describe("LocalStore.open", () => {
     expect(await store.open(hash("d"), "link.bin")).toBeUndefined();
   });
 });
+
+describe("LocalStore behind the Store interface", () => {
+  it("locates files as streams with their size, refuses traversal, and sums its usage", async () => {
+    const store = await makeStore([
+      { h: hash("e"), bytes: 7, ageMin: 0 },
+      { h: hash("f"), bytes: 9, ageMin: 0 },
+    ]);
+    const found = await store.locate(hash("e"), "image.bin");
+    expect(found?.kind).toBe("stream");
+    if (found?.kind === "stream") {
+      expect(found.size).toBe(7);
+      found.stream.destroy();
+    }
+    expect(await store.locate(hash("e"), "../../../etc/passwd")).toBeUndefined();
+    expect(await store.usage()).toBe(16);
+  });
+});

@@ -1,7 +1,7 @@
-import type { LocalStore } from "./local-store.js";
+import type { Store } from "./store.js";
 
 export interface StoreGcOptions {
-  store: LocalStore;
+  store: Store;
   /** Hashes whose result is still cached in Redis. */
   liveHashes(): Promise<Set<string>>;
   /** Forget the cached result of a build whose files were evicted for space. */
