@@ -247,7 +247,7 @@ describe("UpstreamClient errors", () => {
     );
     upstream.set("releases/23.05.4/targets/x86/64/profiles.json", { profiles: "nope" });
     const err2 = await rejection(client().getProfiles("releases/23.05.4", "x86/64"));
-    expect(err2.detail).toContain("it does not have the expected fields");
+    expect(err2.detail).toContain(`field "profiles" is missing or not an object`);
   });
 
   it("refuses paths that could leave the download tree", async () => {

@@ -3,8 +3,8 @@ import { Value } from "typebox/value";
 import { UpstreamError, ValidationError } from "../shared/errors.js";
 import { parseApkIndex } from "./apk-index.js";
 import { opkgArchitecture, parseOpkgPackages } from "./opkg-index.js";
+import { parseProfilesJson } from "./profiles-json.js";
 import {
-  ProfilesJsonSchema,
   TargetsJsonSchema,
   VersionsJsonSchema,
   type PackageManager,
@@ -132,8 +132,17 @@ export class UpstreamClient {
 
   /** `{path}/targets/{target}/profiles.json`; undefined when the target is not published. */
   async getProfiles(path: string, target: string, opts: GetOptions = {}): Promise<ProfilesJson | undefined> {
-    return (await this.getChecked(`${path}/targets/${target}/profiles.json`, ProfilesJsonSchema, opts)) as
-      ProfilesJson | undefined;
+    const key = cleanPath(`${path}/targets/${target}/profiles.json`);
+    const entry = await this.entry(key, opts);
+    if (entry.body === undefined) return undefined;
+    return this.derive(entry, "profiles", () => {
+      try {
+        return parseProfilesJson(parseJson(key, entry.body as string), target);
+      } catch (err) {
+        if (err instanceof UpstreamError) throw err;
+        throw unreadable(key, (err as Error).message);
+      }
+    });
   }
 
   /**
@@ -243,12 +252,7 @@ export class UpstreamClient {
     const entry = await this.entry(key, opts);
     if (entry.body === undefined) return undefined;
     return this.derive(entry, "json", () => {
-      let value: unknown;
-      try {
-        value = JSON.parse(entry.body as string);
-      } catch {
-        throw unreadable(key, "it is not valid JSON");
-      }
+      const value = parseJson(key, entry.body as string);
       if (!Value.Check(schema, value)) throw unreadable(key, "it does not have the expected fields");
       return value;
     });
@@ -411,6 +415,14 @@ function cleanPath(path: string): string {
     );
   }
   return key;
+}
+
+function parseJson(key: string, body: string): unknown {
+  try {
+    return JSON.parse(body) as unknown;
+  } catch {
+    throw unreadable(key, "it is not valid JSON");
+  }
 }
 
 function unreadable(key: string, why: string): UpstreamError {
