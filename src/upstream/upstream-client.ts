@@ -148,8 +148,9 @@ export class UpstreamClient {
   /**
    * The target's packages (`targets/{target}/packages/`), with the kernel modules merged in
    * for releases that publish them separately (profiles.json names them in `linux_kernel`).
-   * When profiles.json promises a kmods folder that is missing, the whole index counts as
-   * unavailable: half an index would make validation reject every kmod-* package.
+   * A missing kmods folder does not hide the index (releases before 24.10 have none, and
+   * auc and owut still need the rest); the answer is then marked `kmodsMissing`, so that
+   * validation does not reject kmod-* packages it cannot see.
    */
   async getTargetIndex(
     path: string,
@@ -168,18 +169,19 @@ export class UpstreamClient {
 
     const main = await this.entry(cleanPath(indexPath), opts);
     if (main.body === undefined) return undefined;
-    const kmods = kmodsPath ? await this.entry(cleanPath(kmodsPath), opts) : undefined;
-    if (kmods && kmods.body === undefined) return undefined;
+    const found = kmodsPath ? await this.entry(cleanPath(kmodsPath), opts) : undefined;
+    const kmodsMissing = found !== undefined && found.body === undefined;
+    const kmods = kmodsMissing ? undefined : found;
     const profilesEntry = this.cache.get(cleanPath(profilesPath));
 
     const deps = [main, ...(kmods ? [kmods] : []), ...(profilesEntry ? [profilesEntry] : [])];
-    return this.memoMerged(`target:${packageManager}:${indexPath}`, deps, () => {
+    return this.memoMerged(`target:${packageManager}:${indexPath}:${kmodsMissing}`, deps, () => {
       const own = this.parseIndex(indexPath, main, packageManager);
       const mods = kmods && kmodsPath ? this.parseIndex(kmodsPath, kmods, packageManager) : undefined;
       const packages: PackageVersions = Object.create(null) as PackageVersions;
       Object.assign(packages, own.packages, mods?.packages ?? {});
       const architecture = own.architecture || profiles?.arch_packages || mods?.architecture || "";
-      return { architecture, packages };
+      return kmodsMissing ? { architecture, packages, kmodsMissing } : { architecture, packages };
     });
   }
 

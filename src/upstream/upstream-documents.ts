@@ -79,4 +79,6 @@ export type PackageVersions = Record<string, string>;
 export interface TargetIndex {
   architecture: string;
   packages: PackageVersions;
+  /** profiles.json names a kmods folder that the download server does not have (yet). */
+  kmodsMissing?: boolean;
 }
