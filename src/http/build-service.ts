@@ -124,7 +124,7 @@ function storedReply(status: number, body: string): BuildReply {
   return {
     status,
     body,
-    headers: { "X-Imagebuilder-Status": status === 200 ? "done" : "failed" },
+    headers: { "X-Imagebuilder-Status": status === 200 ? "done" : "failed", "X-Queue-Position": "0" },
   };
 }
 
@@ -146,7 +146,8 @@ function progressReply(hash: string, status: Exclude<JobStatus, { state: "unknow
   const { stage } = status;
   return {
     status: 202,
-    headers: { "X-Imagebuilder-Status": stage },
+    // Upstream sends both headers on every build answer; the position is 0 once started.
+    headers: { "X-Imagebuilder-Status": stage, "X-Queue-Position": "0" },
     body: { ...base, detail: "started", imagebuilder_status: stage },
   };
 }
