@@ -174,9 +174,14 @@ describe("revision", () => {
     }
   });
 
-  it("answers 404 for unknown versions and targets, 4xx for bad characters", async () => {
-    expectJsonError(await get("/api/v1/revision/24.10.9/ath79/generic"), 404);
-    expectJsonError(await get("/api/v1/revision/9.99.1/ath79/generic"), 404);
+  it("answers 400 for a bad version, as upstream ASU", async () => {
+    for (const version of ["24.10.9", "9.99.1", "10.10.10", "not-a-version"]) {
+      const res = await get(`/api/v1/revision/${version}/ath79/generic`);
+      expectJsonError(res, 400);
+    }
+  });
+
+  it("answers 404 for unknown targets, 4xx for bad characters", async () => {
     expectJsonError(await get("/api/v1/revision/24.10.4/ath79/nope"), 404);
     expectJsonError(await get("/api/v1/revision/23.05.4/ramips/mt7622"), 404);
     // listed in .versions.json, but only .targets.json is published
