@@ -178,6 +178,7 @@ describe("revision", () => {
     for (const version of ["24.10.9", "9.99.1", "10.10.10", "not-a-version"]) {
       const res = await get(`/api/v1/revision/${version}/ath79/generic`);
       expectJsonError(res, 400);
+      expect(res.body.detail).toContain(version);
     }
   });
 
