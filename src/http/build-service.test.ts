@@ -36,12 +36,15 @@ describe("resultTtl", () => {
 class FakeQueue {
   results = new Map<string, StoredResult>();
   jobs = new Map<string, JobStatus>();
+  /** Runs inside status(), before the job is looked up: lets a test finish a job "between" reads. */
+  beforeStatus: (() => void) | undefined;
 
   async getResult(hash: string): Promise<StoredResult | undefined> {
     return Promise.resolve(this.results.get(hash));
   }
 
   async status(hash: string): Promise<JobStatus> {
+    this.beforeStatus?.();
     return Promise.resolve(this.jobs.get(hash) ?? { state: "unknown" });
   }
 }
@@ -80,6 +83,20 @@ describe("BuildService answers", () => {
       "X-Imagebuilder-Status": "failed",
       "X-Queue-Position": "0",
     });
+  });
+
+  it("never answers 404 for a build that finishes between reading the result and the job", async () => {
+    const queue = new FakeQueue();
+    const service = serviceWith(queue);
+    queue.jobs.set(HASH, { state: "started", stage: "signing_images", enqueuedAt: 1, request });
+    // The worker stores the result and BullMQ removes the job after poll read no result.
+    queue.beforeStatus = () => {
+      queue.results.set(HASH, { status: 200, body: '{"status":200,"detail":"done"}' });
+      queue.jobs.delete(HASH);
+    };
+    const answer = await service.poll(HASH);
+    expect(answer.status).toBe(200);
+    expect(answer.body).toBe('{"status":200,"detail":"done"}');
   });
 
   it("still answers 404 for a hash that is neither built nor queued", async () => {

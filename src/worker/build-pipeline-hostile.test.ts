@@ -170,6 +170,7 @@ function job(over: Partial<NormalizedRequest> = {}): BuildJobData {
       repositories: {},
       repositories_mode: "append",
       repository_keys: [],
+      client: null,
       ...over,
     },
     profile: PROFILE,

@@ -141,6 +141,7 @@ const job: BuildJobData = {
     repositories: {},
     repositories_mode: "append",
     repository_keys: [],
+    client: null,
   },
   profile: PROFILE,
   enqueued_at: Date.now(),

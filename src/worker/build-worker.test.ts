@@ -112,6 +112,7 @@ function jobContext(attemptsMade = 0, maxAttempts = 3): BuildJobContext & { stag
       repositories: {},
       repositories_mode: "append",
       repository_keys: [],
+      client: null,
     },
     profile: "test_device",
     enqueued_at: Date.now(),

@@ -87,6 +87,7 @@ async function build(root: string, publicDir: string): Promise<unknown> {
       repositories: {},
       repositories_mode: "append",
       repository_keys: [],
+      client: null,
     },
     profile: PROFILE,
     enqueued_at: Date.now(),
