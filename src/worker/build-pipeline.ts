@@ -659,8 +659,10 @@ export function tail(text: string, maxBytes: number): string {
  */
 export function diffPackages(requested: string[], defaults: string[]): string[] {
   const wanted = new Set(requested.filter((p) => !p.startsWith("-")));
+  // Device packages such as "-swconfig" are already removals the profile applies itself;
+  // prefixing them again gave "--swconfig" (issue #11, item 8).
   const removals = [...new Set(defaults)]
-    .filter((p) => !wanted.has(p))
+    .filter((p) => !p.startsWith("-") && !wanted.has(p))
     .sort()
     .map((p) => `-${p}`);
   const explicitRemovals = new Set(requested.filter((p) => p.startsWith("-")));
