@@ -599,8 +599,12 @@ async function buildSteps(
 
     const { profiles: _profiles, ...targetFacts } = output;
     void _profiles;
+    // As upstream: build_at is the release's SOURCE_DATE_EPOCH (int() of it: 21.02-era files
+    // have it as a string), so identical builds describe themselves identically.
+    const epoch = epochSeconds(targetFacts.source_date_epoch);
     const body: Record<string, unknown> = {
       ...targetFacts,
+      ...(epoch !== undefined ? { source_date_epoch: epoch } : {}),
       ...profile,
       id: job.profile,
       // sha256 is what clients check the download against: that of the bytes served.
@@ -608,7 +612,7 @@ async function buildSteps(
         const served = servedImages.get((image as ProfileImage).name);
         return served ? { ...(image as ProfileImage), ...served } : image;
       }),
-      build_at: new Date().toISOString(),
+      build_at: new Date(epoch !== undefined ? epoch * 1000 : Date.now()).toISOString(),
       bin_dir: hash,
       manifest,
       build_cmd: ["make", ...imageArgs.map((a) => scrub(a))],
@@ -623,6 +627,12 @@ async function buildSteps(
     };
     return { body };
   }
+}
+
+function epochSeconds(value: unknown): number | undefined {
+  if (typeof value === "number" && Number.isFinite(value)) return Math.trunc(value);
+  if (typeof value === "string" && /^\s*\d+\s*$/.test(value)) return Number.parseInt(value, 10);
+  return undefined;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
