@@ -53,6 +53,12 @@ export class BuildService {
     }
     const existing = await queue.status(hash);
     if (existing.state !== "unknown") return progressReply(hash, existing);
+    // Finished between the two reads (see poll): answer with it rather than build again.
+    const finished = await queue.getResult(hash);
+    if (finished) {
+      this.deps.onEvent?.("cache_hit");
+      return storedReply(finished.status, finished.body);
+    }
 
     const validated = await validateRequest(request, {
       config,
@@ -95,6 +101,10 @@ export class BuildService {
     if (cached) return storedReply(cached.status, cached.body);
     const status = await queue.status(hash);
     if (status.state === "unknown") {
+      // The worker stores the result before BullMQ removes the job, so a job that finished
+      // between the two reads above has its result now. LuCI and owut give up on a 404.
+      const finished = await queue.getResult(hash);
+      if (finished) return storedReply(finished.status, finished.body);
       return {
         status: 404,
         headers: {},
