@@ -406,7 +406,8 @@ describe("upstream", () => {
     // A miss forces one reload of .versions.json, rate-limited to one per 10 s per document.
     const deadline = Date.now() + 20_000;
     let res = await get("/api/v1/revision/24.10.5/ath79/generic");
-    while (res.status === 404 && Date.now() < deadline) {
+    // 400 (unlisted version) until .versions.json is re-read, 404 until profiles.json is.
+    while ((res.status === 400 || res.status === 404) && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 500));
       res = await get("/api/v1/revision/24.10.5/ath79/generic");
     }
