@@ -53,6 +53,12 @@ export class BuildService {
     }
     const existing = await queue.status(hash);
     if (existing.state !== "unknown") return progressReply(hash, existing);
+    // Finished between the two reads (see poll): answer with it rather than build again.
+    const finished = await queue.getResult(hash);
+    if (finished) {
+      this.deps.onEvent?.("cache_hit");
+      return storedReply(finished.status, finished.body);
+    }
 
     const validated = await validateRequest(request, {
       config,
@@ -95,6 +101,10 @@ export class BuildService {
     if (cached) return storedReply(cached.status, cached.body);
     const status = await queue.status(hash);
     if (status.state === "unknown") {
+      // The worker stores the result before BullMQ removes the job, so a job that finished
+      // between the two reads above has its result now. LuCI and owut give up on a 404.
+      const finished = await queue.getResult(hash);
+      if (finished) return storedReply(finished.status, finished.body);
       return {
         status: 404,
         headers: {},
@@ -124,7 +134,7 @@ function storedReply(status: number, body: string): BuildReply {
   return {
     status,
     body,
-    headers: { "X-Imagebuilder-Status": status === 200 ? "done" : "failed" },
+    headers: { "X-Imagebuilder-Status": status === 200 ? "done" : "failed", "X-Queue-Position": "0" },
   };
 }
 
@@ -146,7 +156,8 @@ function progressReply(hash: string, status: Exclude<JobStatus, { state: "unknow
   const { stage } = status;
   return {
     status: 202,
-    headers: { "X-Imagebuilder-Status": stage },
+    // Upstream sends both headers on every build answer; the position is 0 once started.
+    headers: { "X-Imagebuilder-Status": stage, "X-Queue-Position": "0" },
     body: { ...base, detail: "started", imagebuilder_status: stage },
   };
 }

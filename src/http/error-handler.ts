@@ -77,7 +77,33 @@ function describeIssue(issue: ValidationIssue, dataVar: string | undefined): str
   return `${field} ${issue.message ?? "is invalid"}`;
 }
 
+/** A route's URL pattern as a regular expression over concrete paths (`:param`, `*`). */
+function routePattern(url: string): RegExp {
+  const source = url
+    .split("/")
+    .map((part) =>
+      part === "*" ? ".*" : part.startsWith(":") ? "[^/]+" : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"),
+    )
+    .join("/");
+  return new RegExp(`^${source}$`);
+}
+
 export function registerErrorHandler(app: FastifyInstance): void {
+  // Routes registered from here on, so that a known path with the wrong method gets a 405
+  // with Allow (as upstream ASU) instead of a 404 that reads as "this server has no builds".
+  const routes: { pattern: RegExp; methods: string[] }[] = [];
+  app.addHook("onRoute", (route) => {
+    const methods = (Array.isArray(route.method) ? route.method : [route.method]).map((m) => m.toUpperCase());
+    routes.push({ pattern: routePattern(route.url), methods });
+  });
+  const allowedMethods = (path: string): string[] => {
+    const allowed = new Set<string>();
+    for (const route of routes) {
+      if (route.pattern.test(path)) for (const m of route.methods) allowed.add(m);
+    }
+    return [...allowed].sort();
+  };
+
   app.setErrorHandler(
     (error: FastifyError | AsuError | Error, request: FastifyRequest, reply: FastifyReply) => {
       if (error instanceof AsuError) {
@@ -132,6 +158,16 @@ export function registerErrorHandler(app: FastifyInstance): void {
   );
 
   app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split("?")[0] ?? "";
+    const allow = allowedMethods(path);
+    if (allow.length > 0 && !allow.includes(request.method)) {
+      return reply
+        .code(405)
+        .header("Allow", allow.join(", "))
+        .send(
+          errorBody(405, `Method ${request.method} is not allowed for ${path}. Use ${allow.join(" or ")}.`),
+        );
+    }
     return reply
       .code(404)
       .send(

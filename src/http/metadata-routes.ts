@@ -260,7 +260,8 @@ export function registerMetadataRoutes(app: FastifyInstance, deps: MetadataDeps)
     async (request) => {
       const { version, target, subtarget } = request.params;
       checkSegments([version, target, subtarget], "revision");
-      const resolved = await resolveOr404(catalog, version);
+      // Upstream ASU (and LuCI's error display) treat a bad version here as a bad request.
+      const resolved = await catalog.resolve(version);
       const profiles = await profilesOf(upstream, resolved, `${target}/${subtarget}`);
       return { revision: profiles.version_code };
     },

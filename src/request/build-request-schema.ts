@@ -58,7 +58,7 @@ const FILESYSTEM_LITERALS = [
 /**
  * `repositories_mode`: how `repositories` combine with the release's own feeds (upstream
  * ASU PR #1602, sent by OFS). `""` (the default) means the server's default, which is
- * `append`; normalisation turns it into `append` so both hash alike.
+ * `replace` as upstream; normalisation turns it into `replace` so both hash alike.
  */
 export const REPOSITORIES_MODES = ["", "append", "replace"] as const;
 export type RepositoriesMode = "append" | "replace";
@@ -225,7 +225,7 @@ export function makeBuildRequestSchema(bounds: BuildRequestBounds) {
         Type.Union([Type.Literal(""), Type.Literal("append"), Type.Literal("replace")], {
           default: "",
           description:
-            '"append" (the default; "" means the same) adds `repositories` to the release feeds; "replace" uses only them.',
+            '"replace" (the default, as upstream; "" means the same) uses only `repositories`; "append" adds them to the release feeds.',
         }),
       ),
       repository_keys: Type.Optional(

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { SchemaError } from "../shared/errors.js";
 import type { BuildRequestBody } from "./build-request-schema.js";
 import { normalizeRequest } from "./normalize-request.js";
+import { requestHash } from "./request-hash.js";
 
 const minimal: BuildRequestBody = {
   version: "24.10.4",
@@ -24,8 +25,9 @@ describe("normalizeRequest", () => {
       rootfs_size_mb: null,
       filesystem: null,
       repositories: {},
-      repositories_mode: "append",
+      repositories_mode: "replace",
       repository_keys: [],
+      client: null,
     });
   });
 
@@ -66,15 +68,20 @@ describe("normalizeRequest", () => {
     expect([req.version, req.target, req.distro]).toEqual(["24.10.4", "ath79/generic", "openwrt"]);
   });
 
-  it("maps repositories_mode '' to append and keeps replace", () => {
-    expect(normalizeRequest({ ...minimal, repositories_mode: "" }).repositories_mode).toBe("append");
+  it("defaults repositories_mode to replace as upstream, and keeps append when asked for", () => {
+    expect(normalizeRequest(minimal).repositories_mode).toBe("replace");
+    expect(normalizeRequest({ ...minimal, repositories_mode: "" }).repositories_mode).toBe("replace");
     expect(normalizeRequest({ ...minimal, repositories_mode: "append" }).repositories_mode).toBe("append");
     expect(normalizeRequest({ ...minimal, repositories_mode: "replace" }).repositories_mode).toBe("replace");
   });
 
-  it("leaves the client out", () => {
+  it("echoes the client in the request, without changing the hash", () => {
     const req = normalizeRequest({ ...minimal, client: "luci/1.0" });
-    expect(Object.keys(req)).not.toContain("client");
+    expect(req.client).toBe("luci/1.0");
+    expect(requestHash(req)).toBe(
+      requestHash(normalizeRequest({ ...minimal, client: "owut/2024.07.01~r1" })),
+    );
+    expect(requestHash(req)).toBe(requestHash(normalizeRequest(minimal)));
   });
 
   it("does not share arrays or objects with the body", () => {

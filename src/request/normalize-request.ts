@@ -10,8 +10,9 @@ import { canonicalRepositoryUrl } from "./repository-url.js";
 /**
  * A build request in one canonical form: what the hash is computed from, what the worker
  * builds, and what is echoed back as `request` (owut reads `version_code`, `rootfs_size_mb`
- * and `defaults` from it, so they are always present, null when unset). `client` is left
- * out on purpose: the same image must have the same hash whichever client asked.
+ * and `defaults` from it, so they are always present, null when unset). `client` is echoed
+ * as upstream does, but request-hash.ts leaves it out: the same image must have the same
+ * hash whichever client asked.
  */
 export interface NormalizedRequest {
   distro: string;
@@ -31,6 +32,8 @@ export interface NormalizedRequest {
   repositories: Record<string, string>;
   repositories_mode: RepositoriesMode;
   repository_keys: string[];
+  /** e.g. `luci/git-24.086`; null when not sent (auc). Not part of the hash. */
+  client: string | null;
 }
 
 /**
@@ -82,8 +85,11 @@ export function normalizeRequest(body: BuildRequestBody): NormalizedRequest {
     repositories: Object.fromEntries(
       ownEntries(body.repositories).map(([name, url]) => [name, repositoryUrl(name, url)]),
     ),
-    repositories_mode: body.repositories_mode === "replace" ? "replace" : "append",
+    // Upstream's default: custom repositories replace the ImageBuilder's feeds unless
+    // "append" is asked for ("" is what OFS sends when the user chose nothing).
+    repositories_mode: body.repositories_mode === "append" ? "append" : "replace",
     repository_keys: [...(body.repository_keys ?? [])],
+    client: body.client ?? null,
   };
 }
 

@@ -67,7 +67,10 @@ describe("requestHash", () => {
       ["filesystem", { ...base, filesystem: "ext4" }],
       ["repositories", withRepo],
       ["a repository URL", { ...base, repositories: { x: "https://y/" } }],
-      ["repositories_mode", { ...withRepo, repositories_mode: "replace" }],
+      [
+        "repositories_mode",
+        { ...withRepo, repositories_mode: withRepo.repositories_mode === "replace" ? "append" : "replace" },
+      ],
       ["repository_keys", { ...base, repository_keys: ["RWabc"] }],
     ];
     const seen = new Map<string, string>([[requestHash(base), "base"]]);

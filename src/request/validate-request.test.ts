@@ -131,7 +131,7 @@ describe("validateRequest: distro, branch and version", () => {
     const err = await failure(validate({ ...ath79, version: "19.07.10" }));
     expect([err.status, err.detail]).toEqual([
       400,
-      "Unsupported branch: 19.07. This server builds branches SNAPSHOT, 25.12, 24.10, 23.05, 21.02; choose a version from one of them.",
+      "Unsupported branch: 19.07.10. Branch 19.07 is not built here; this server builds branches SNAPSHOT, 25.12, 24.10, 23.05, 21.02; choose a version from one of them.",
     ]);
   });
 
@@ -139,7 +139,7 @@ describe("validateRequest: distro, branch and version", () => {
     const err = await failure(validate({ ...ath79, version: "22.03.7" }));
     expect([err.status, err.detail]).toEqual([
       400,
-      "Unsupported branch: 22.03. It is disabled on this server; choose a version from SNAPSHOT, 25.12, 24.10, 23.05, 21.02.",
+      "Unsupported branch: 22.03.7. Branch 22.03 is disabled on this server; choose a version from SNAPSHOT, 25.12, 24.10, 23.05, 21.02.",
     ]);
   });
 

@@ -224,7 +224,8 @@ async function checkPackages(req: NormalizedRequest, ctx: PackageCheckContext): 
       ctx.upstream.getTargetIndex(ctx.path, req.target, pm),
       ctx.upstream.getArchIndex(ctx.pathPackages, ctx.path, req.target, ctx.arch, pm),
     ]);
-    targetIndex = t?.packages;
+    // Without the kmods folder, kmod-* names cannot be checked: let the build decide.
+    targetIndex = t?.kmodsMissing ? undefined : t?.packages;
     archIndex = a;
   } catch (err) {
     if (err instanceof UpstreamError) return "skipped_no_index";

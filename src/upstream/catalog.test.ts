@@ -122,15 +122,21 @@ describe("Catalog.resolve", () => {
     const err = await validationError(catalog.resolve("19.07.10"));
     expect(err.status).toBe(400);
     expect(err.detail).toBe(
-      "Unsupported branch: 19.07. This server builds branches SNAPSHOT, 25.12, 24.10, 23.05, 21.02; choose a version from one of them.",
+      "Unsupported branch: 19.07.10. Branch 19.07 is not built here; this server builds branches SNAPSHOT, 25.12, 24.10, 23.05, 21.02; choose a version from one of them.",
     );
+  });
+
+  it("names the version the client sent, as upstream (Unsupported branch: 10.10.10)", async () => {
+    const { catalog } = setup();
+    const err = await validationError(catalog.resolve("10.10.10"));
+    expect(err.detail).toMatch(/^Unsupported branch: 10\.10\.10\. /);
   });
 
   it("refuses a disabled branch", async () => {
     const { catalog } = setup();
     const err = await validationError(catalog.resolve("22.03.7"));
     expect(err.detail).toBe(
-      "Unsupported branch: 22.03. It is disabled on this server; choose a version from SNAPSHOT, 25.12, 24.10, 23.05, 21.02.",
+      "Unsupported branch: 22.03.7. Branch 22.03 is disabled on this server; choose a version from SNAPSHOT, 25.12, 24.10, 23.05, 21.02.",
     );
   });
 

@@ -111,14 +111,15 @@ export class Catalog {
       );
     }
     const branch = this.config.branches[branchName];
+    // "Unsupported branch: <what the client sent>" as upstream ASU; then our help text.
     if (!branch) {
       throw new ValidationError(
-        `Unsupported branch: ${branchName}. This server builds branches ${supportedText}; choose a version from one of them.`,
+        `Unsupported branch: ${version}. Branch ${branchName} is not built here; this server builds branches ${supportedText}; choose a version from one of them.`,
       );
     }
     if (!branch.enabled) {
       throw new ValidationError(
-        `Unsupported branch: ${branchName}. It is disabled on this server; choose a version from ${supportedText}.`,
+        `Unsupported branch: ${version}. Branch ${branchName} is disabled on this server; choose a version from ${supportedText}.`,
       );
     }
     const snapshot = isSnapshotVersion(version);

@@ -247,7 +247,7 @@ describe("UpstreamClient errors", () => {
     );
     upstream.set("releases/23.05.4/targets/x86/64/profiles.json", { profiles: "nope" });
     const err2 = await rejection(client().getProfiles("releases/23.05.4", "x86/64"));
-    expect(err2.detail).toContain("it does not have the expected fields");
+    expect(err2.detail).toContain(`field "profiles" is missing or not an object`);
   });
 
   it("refuses paths that could leave the download tree", async () => {
@@ -308,12 +308,15 @@ describe("UpstreamClient typed getters", () => {
     });
   });
 
-  it("treats a promised but missing kmods folder as no index", async () => {
+  it("serves targets/<t>/<s>/packages/ alone when the kmods folder is missing", async () => {
     upstream.set(
       "releases/24.10.4/targets/ath79/generic/kmods/6.6.86-1-0123456789abcdef0123456789abcdef/Packages",
       undefined,
     );
-    expect(await client().getTargetIndex("releases/24.10.4", "ath79/generic", "opkg")).toBeUndefined();
+    const index = await client().getTargetIndex("releases/24.10.4", "ath79/generic", "opkg");
+    expect(index?.architecture).toBe("mips_24kc");
+    expect(index?.packages["base-files"]).toBe("1653-r28427-6df0e3d02a");
+    expect(index?.kmodsMissing).toBe(true);
   });
 
   it("returns undefined for a target without a package index", async () => {

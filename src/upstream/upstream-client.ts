@@ -3,8 +3,8 @@ import { Value } from "typebox/value";
 import { UpstreamError, ValidationError } from "../shared/errors.js";
 import { parseApkIndex } from "./apk-index.js";
 import { opkgArchitecture, parseOpkgPackages } from "./opkg-index.js";
+import { parseProfilesJson } from "./profiles-json.js";
 import {
-  ProfilesJsonSchema,
   TargetsJsonSchema,
   VersionsJsonSchema,
   type PackageManager,
@@ -132,15 +132,25 @@ export class UpstreamClient {
 
   /** `{path}/targets/{target}/profiles.json`; undefined when the target is not published. */
   async getProfiles(path: string, target: string, opts: GetOptions = {}): Promise<ProfilesJson | undefined> {
-    return (await this.getChecked(`${path}/targets/${target}/profiles.json`, ProfilesJsonSchema, opts)) as
-      ProfilesJson | undefined;
+    const key = cleanPath(`${path}/targets/${target}/profiles.json`);
+    const entry = await this.entry(key, opts);
+    if (entry.body === undefined) return undefined;
+    return this.derive(entry, "profiles", () => {
+      try {
+        return parseProfilesJson(parseJson(key, entry.body as string), target);
+      } catch (err) {
+        if (err instanceof UpstreamError) throw err;
+        throw unreadable(key, (err as Error).message);
+      }
+    });
   }
 
   /**
    * The target's packages (`targets/{target}/packages/`), with the kernel modules merged in
    * for releases that publish them separately (profiles.json names them in `linux_kernel`).
-   * When profiles.json promises a kmods folder that is missing, the whole index counts as
-   * unavailable: half an index would make validation reject every kmod-* package.
+   * A missing kmods folder does not hide the index (releases before 24.10 have none, and
+   * auc and owut still need the rest); the answer is then marked `kmodsMissing`, so that
+   * validation does not reject kmod-* packages it cannot see.
    */
   async getTargetIndex(
     path: string,
@@ -159,18 +169,19 @@ export class UpstreamClient {
 
     const main = await this.entry(cleanPath(indexPath), opts);
     if (main.body === undefined) return undefined;
-    const kmods = kmodsPath ? await this.entry(cleanPath(kmodsPath), opts) : undefined;
-    if (kmods && kmods.body === undefined) return undefined;
+    const found = kmodsPath ? await this.entry(cleanPath(kmodsPath), opts) : undefined;
+    const kmodsMissing = found !== undefined && found.body === undefined;
+    const kmods = kmodsMissing ? undefined : found;
     const profilesEntry = this.cache.get(cleanPath(profilesPath));
 
     const deps = [main, ...(kmods ? [kmods] : []), ...(profilesEntry ? [profilesEntry] : [])];
-    return this.memoMerged(`target:${packageManager}:${indexPath}`, deps, () => {
+    return this.memoMerged(`target:${packageManager}:${indexPath}:${kmodsMissing}`, deps, () => {
       const own = this.parseIndex(indexPath, main, packageManager);
       const mods = kmods && kmodsPath ? this.parseIndex(kmodsPath, kmods, packageManager) : undefined;
       const packages: PackageVersions = Object.create(null) as PackageVersions;
       Object.assign(packages, own.packages, mods?.packages ?? {});
       const architecture = own.architecture || profiles?.arch_packages || mods?.architecture || "";
-      return { architecture, packages };
+      return kmodsMissing ? { architecture, packages, kmodsMissing } : { architecture, packages };
     });
   }
 
@@ -243,12 +254,7 @@ export class UpstreamClient {
     const entry = await this.entry(key, opts);
     if (entry.body === undefined) return undefined;
     return this.derive(entry, "json", () => {
-      let value: unknown;
-      try {
-        value = JSON.parse(entry.body as string);
-      } catch {
-        throw unreadable(key, "it is not valid JSON");
-      }
+      const value = parseJson(key, entry.body as string);
       if (!Value.Check(schema, value)) throw unreadable(key, "it does not have the expected fields");
       return value;
     });
@@ -411,6 +417,14 @@ function cleanPath(path: string): string {
     );
   }
   return key;
+}
+
+function parseJson(key: string, body: string): unknown {
+  try {
+    return JSON.parse(body) as unknown;
+  } catch {
+    throw unreadable(key, "it is not valid JSON");
+  }
 }
 
 function unreadable(key: string, why: string): UpstreamError {

@@ -56,7 +56,10 @@ export const LinuxKernelSchema = Type.Object({
 });
 export type LinuxKernel = Static<typeof LinuxKernelSchema>;
 
-/** `{path}/targets/{target}/profiles.json`. */
+/**
+ * `{path}/targets/{target}/profiles.json`, as parseProfilesJson (profiles-json.ts) returns it:
+ * upstream documents are read leniently there, not checked against this schema.
+ */
 export const ProfilesJsonSchema = Type.Object({
   arch_packages: Type.String(),
   default_packages: Type.Optional(Type.Array(Type.String())),
@@ -79,4 +82,6 @@ export type PackageVersions = Record<string, string>;
 export interface TargetIndex {
   architecture: string;
   packages: PackageVersions;
+  /** profiles.json names a kmods folder that the download server does not have (yet). */
+  kmodsMissing?: boolean;
 }

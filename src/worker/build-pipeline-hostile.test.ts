@@ -444,6 +444,24 @@ describe("results stay small and reveal no host paths (issue #9 finding 8)", () 
   });
 });
 
+describe("build result facts (issue #11, item 9)", () => {
+  it.each([1721081658, "1721081658"])(
+    "takes build_at from the release's source_date_epoch (%j), as upstream, not from the clock",
+    async (epoch) => {
+      scenario.image = async (ws) => {
+        await honestImage(ws);
+        const doc = JSON.parse(profilesJson([{ name: IMAGE }])) as Record<string, unknown>;
+        await writeFile(
+          path.join(ws.binDir, "profiles.json"),
+          JSON.stringify({ ...doc, source_date_epoch: epoch }),
+        );
+      };
+      const result = await runBuildPipeline(HASH, job(), makeDeps(config), async () => undefined);
+      expect(result.body.build_at).toBe(new Date(1721081658 * 1000).toISOString());
+    },
+  );
+});
+
 describe("never done without an image", () => {
   it("an image too big for the flash: make exits 0, no image, no profiles.json", async () => {
     scenario.image = async () => ({

@@ -16,6 +16,12 @@ describe("diffPackages", () => {
       "-dropbear",
     ]);
   });
+
+  it("does not prefix a device package that is already a removal (-swconfig → never --swconfig)", () => {
+    const out = diffPackages(["luci"], ["swconfig", "-swconfig", "dnsmasq", "-wpad-basic"]);
+    expect(out).toEqual(["luci", "-dnsmasq", "-swconfig"]);
+    expect(out.some((p) => p.startsWith("--"))).toBe(false);
+  });
 });
 
 describe("branchFor", () => {

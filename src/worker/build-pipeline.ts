@@ -606,8 +606,12 @@ async function buildSteps(
 
     const { profiles: _profiles, ...targetFacts } = output;
     void _profiles;
+    // As upstream: build_at is the release's SOURCE_DATE_EPOCH (int() of it: 21.02-era files
+    // have it as a string), so identical builds describe themselves identically.
+    const epoch = epochSeconds(targetFacts.source_date_epoch);
     const body: Record<string, unknown> = {
       ...targetFacts,
+      ...(epoch !== undefined ? { source_date_epoch: epoch } : {}),
       ...profile,
       id: job.profile,
       // sha256 is what clients check the download against: that of the bytes served.
@@ -615,7 +619,7 @@ async function buildSteps(
         const served = servedImages.get((image as ProfileImage).name);
         return served ? { ...(image as ProfileImage), ...served } : image;
       }),
-      build_at: new Date().toISOString(),
+      build_at: new Date(epoch !== undefined ? epoch * 1000 : Date.now()).toISOString(),
       bin_dir: hash,
       manifest,
       build_cmd: ["make", ...imageArgs.map((a) => scrub(a))],
@@ -630,6 +634,12 @@ async function buildSteps(
     };
     return { body };
   }
+}
+
+function epochSeconds(value: unknown): number | undefined {
+  if (typeof value === "number" && Number.isFinite(value)) return Math.trunc(value);
+  if (typeof value === "string" && /^\s*\d+\s*$/.test(value)) return Number.parseInt(value, 10);
+  return undefined;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -666,8 +676,10 @@ export function tail(text: string, maxBytes: number): string {
  */
 export function diffPackages(requested: string[], defaults: string[]): string[] {
   const wanted = new Set(requested.filter((p) => !p.startsWith("-")));
+  // Device packages such as "-swconfig" are already removals the profile applies itself;
+  // prefixing them again gave "--swconfig" (issue #11, item 8).
   const removals = [...new Set(defaults)]
-    .filter((p) => !wanted.has(p))
+    .filter((p) => !p.startsWith("-") && !wanted.has(p))
     .sort()
     .map((p) => `-${p}`);
   const explicitRemovals = new Set(requested.filter((p) => p.startsWith("-")));

@@ -174,9 +174,15 @@ describe("revision", () => {
     }
   });
 
-  it("answers 404 for unknown versions and targets, 4xx for bad characters", async () => {
-    expectJsonError(await get("/api/v1/revision/24.10.9/ath79/generic"), 404);
-    expectJsonError(await get("/api/v1/revision/9.99.1/ath79/generic"), 404);
+  it("answers 400 for a bad version, as upstream ASU", async () => {
+    for (const version of ["24.10.9", "9.99.1", "10.10.10", "not-a-version"]) {
+      const res = await get(`/api/v1/revision/${version}/ath79/generic`);
+      expectJsonError(res, 400);
+      expect(res.body.detail).toContain(version);
+    }
+  });
+
+  it("answers 404 for unknown targets, 4xx for bad characters", async () => {
     expectJsonError(await get("/api/v1/revision/24.10.4/ath79/nope"), 404);
     expectJsonError(await get("/api/v1/revision/23.05.4/ramips/mt7622"), 404);
     // listed in .versions.json, but only .targets.json is published
@@ -400,7 +406,8 @@ describe("upstream", () => {
     // A miss forces one reload of .versions.json, rate-limited to one per 10 s per document.
     const deadline = Date.now() + 20_000;
     let res = await get("/api/v1/revision/24.10.5/ath79/generic");
-    while (res.status === 404 && Date.now() < deadline) {
+    // 400 (unlisted version) until .versions.json is re-read, 404 until profiles.json is.
+    while ((res.status === 400 || res.status === 404) && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 500));
       res = await get("/api/v1/revision/24.10.5/ath79/generic");
     }

@@ -66,6 +66,8 @@ describe("builds with OpenWrt's real ImageBuilder flow and package tools", { tim
     return {
       repositories: { [kind]: `${mirror.url}/${folder}${apk ? "/packages.adb" : ""}` },
       repository_keys: [apk ? key.apk.publicPem.trim() : key.usign.publicLine],
+      // Upstream's default is "replace"; these builds also need the release feeds.
+      repositories_mode: "append",
     };
   }
 

@@ -114,7 +114,7 @@ describe("item 6: package, profile and target names that are JavaScript object p
     expect(typeof res.body.detail).toBe("string");
   });
 
-  it("answers 400 for such profile and target names, and 404 on the metadata routes", async () => {
+  it("answers 400 for such profile and target names, and 404 on the metadata routes (400 for a version)", async () => {
     for (const name of names) {
       const profile = await post({ ...base, profile: name });
       expect(profile.status, profile.text).toBe(400);
@@ -128,12 +128,15 @@ describe("item 6: package, profile and target names that are JavaScript object p
         `/json/v1/releases/24.10.4/targets/${name}/generic/x.json`,
         `/json/v1/releases/24.10.4/packages/${name}-index.json`,
         `/api/v1/revision/24.10.4/${name}/${name}`,
-        `/api/v1/revision/${name}/ath79/generic`,
       ]) {
         const res = await request(api.url, "GET", path);
         expect(res.status, `${path}: ${res.text}`).toBe(404);
         expect(typeof res.body.detail).toBe("string");
       }
+      // A bad version on the revision route is a 400, as upstream (issue #11, item 5).
+      const version = await request(api.url, "GET", `/api/v1/revision/${name}/ath79/generic`);
+      expect(version.status, version.text).toBe(400);
+      expect(String(version.body.detail)).not.toContain("native code");
     }
   });
 });

@@ -236,6 +236,7 @@ describe("build failures give the contract's detail", () => {
       ...archer,
       packages: ["no-such-package-at-all"],
       repositories: { extra: `${mirror.url}/releases/24.10.4/packages/mips_24kc/routing` },
+      repositories_mode: "append",
     });
     expect(res.body.detail).toBe("Error: Impossible package selection: missing (no-such-package-at-all)");
   });

@@ -49,6 +49,7 @@ export function fakeJob(
       repositories: {},
       repositories_mode: "append",
       repository_keys: [],
+      client: null,
       ...over,
     },
     profile,
