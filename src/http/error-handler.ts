@@ -77,9 +77,17 @@ function describeIssue(issue: ValidationIssue, dataVar: string | undefined): str
   return `${field} ${issue.message ?? "is invalid"}`;
 }
 
-export function registerErrorHandler(app: FastifyInstance): void {
+/**
+ * `mapError` lets the app turn errors of an external system into AsuErrors first (Redis
+ * connection errors from any route become 503s; see http/app.ts).
+ */
+export function registerErrorHandler(
+  app: FastifyInstance,
+  mapError: (error: Error) => Error = (e) => e,
+): void {
   app.setErrorHandler(
-    (error: FastifyError | AsuError | Error, request: FastifyRequest, reply: FastifyReply) => {
+    (original: FastifyError | AsuError | Error, request: FastifyRequest, reply: FastifyReply) => {
+      const error = mapError(original);
       if (error instanceof AsuError) {
         if (error instanceof UnknownPackageError) {
           // auc prints this header on 422.

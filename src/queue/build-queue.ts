@@ -2,6 +2,7 @@ import { Queue, Worker, UnrecoverableError, type Job } from "bullmq";
 import { Redis } from "ioredis";
 import type { NormalizedRequest } from "../request/normalize-request.js";
 import type { BuildJobData, BuildStage, StoredResult } from "./build-job.js";
+import { QueueUnavailableError, isRedisConnectionError } from "./queue-errors.js";
 
 export const QUEUE_NAME = "build";
 
@@ -9,6 +10,11 @@ export interface BuildQueueOptions {
   redisUrl: string;
   /** Key prefix; each test file uses its own so files can run in parallel. */
   prefix: string;
+  /**
+   * Longest a request-path Redis call may take before it fails with QueueUnavailableError
+   * (503). Default 1500 ms, so a client hears within 2 s that Redis is down.
+   */
+  commandTimeoutMs?: number;
 }
 
 export type JobStatus =
@@ -26,16 +32,62 @@ export class BuildQueue {
   readonly queue: Queue<BuildJobData>;
   private readonly prefix: string;
   private readonly redisUrl: string;
+  private readonly commandTimeoutMs: number;
 
   constructor(opts: BuildQueueOptions) {
     this.prefix = opts.prefix;
     this.redisUrl = opts.redisUrl;
-    // BullMQ needs maxRetriesPerRequest: null on connections that block.
-    this.redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: false });
+    this.commandTimeoutMs = opts.commandTimeoutMs ?? 1500;
+    // The request path's connection fails fast while Redis is away (issue #10): no offline
+    // queue, one retry, and a command timeout for a Redis that accepts but does not answer.
+    // It never blocks, so BullMQ accepts it for a Queue (only Worker connections need
+    // maxRetriesPerRequest: null). ioredis keeps reconnecting in the background.
+    this.redis = new Redis(opts.redisUrl, {
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      commandTimeout: this.commandTimeoutMs,
+      retryStrategy: (times) => Math.min(times * 200, 2000),
+    });
+    // Without a listener ioredis prints every failed reconnect; readiness reports the state.
+    this.redis.on("error", () => undefined);
     this.queue = new Queue<BuildJobData>(QUEUE_NAME, {
       connection: this.redis,
       prefix: opts.prefix,
     });
+    this.queue.on("error", () => undefined);
+  }
+
+  /** Whether the request-path connection is up (readiness, and the fast 503). */
+  get available(): boolean {
+    return this.redis.status === "ready";
+  }
+
+  /**
+   * Runs a Redis call for a request, or fails with QueueUnavailableError within
+   * commandTimeoutMs: at once when the connection is down, and on a deadline for calls that
+   * wait inside BullMQ (its Queue awaits a first connection before any command).
+   */
+  private async guard<T>(fn: () => Promise<T>): Promise<T> {
+    if (!this.available) throw new QueueUnavailableError();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new QueueUnavailableError()), this.commandTimeoutMs);
+    });
+    const work = fn();
+    // The call may settle after the deadline; its late rejection is not an unhandled one.
+    work.catch(() => undefined);
+    try {
+      return await Promise.race([work, deadline]);
+    } catch (err) {
+      throw isRedisConnectionError(err) ? new QueueUnavailableError(err) : err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Readiness: Redis answers a PING within the command timeout. */
+  async ping(): Promise<void> {
+    await this.guard(() => this.redis.ping());
   }
 
   private resultKey(hash: string): string {
@@ -47,7 +99,7 @@ export class BuildQueue {
    * so a cache hit can be answered without parsing the body.
    */
   async getResult(hash: string): Promise<StoredResult | undefined> {
-    const raw = await this.redis.get(this.resultKey(hash));
+    const raw = await this.guard(() => this.redis.get(this.resultKey(hash)));
     if (raw === null) return undefined;
     return { status: Number(raw.slice(0, 3)), body: raw.slice(3) };
   }
@@ -74,6 +126,10 @@ export class BuildQueue {
   }
 
   async status(hash: string): Promise<JobStatus> {
+    return this.guard(() => this.jobStatus(hash));
+  }
+
+  private async jobStatus(hash: string): Promise<JobStatus> {
     const job = await this.queue.getJob(hash);
     if (!job) return { state: "unknown" };
     const state = await job.getState();
@@ -109,18 +165,18 @@ export class BuildQueue {
    */
   async hitRateLimit(address: string, limit: number): Promise<boolean> {
     const key = `${this.prefix}:ratelimit:${address}:${Math.floor(Date.now() / 60_000)}`;
-    const [[, count]] = (await this.redis.multi().incr(key).expire(key, 61).exec()) as [
+    const [[, count]] = (await this.guard(() => this.redis.multi().incr(key).expire(key, 61).exec())) as [
       [Error | null, number],
     ];
     return count > limit;
   }
 
   async pendingCount(): Promise<number> {
-    return this.queue.getWaitingCount();
+    return this.guard(() => this.queue.getWaitingCount());
   }
 
   async activeCount(): Promise<number> {
-    return this.queue.getActiveCount();
+    return this.guard(() => this.queue.getActiveCount());
   }
 
   /**
@@ -128,15 +184,17 @@ export class BuildQueue {
    * same jobId, which is what makes 50 concurrent identical POSTs one build.
    */
   async enqueue(hash: string, data: BuildJobData): Promise<void> {
-    await this.queue.add("build", data, {
-      jobId: hash,
-      attempts: 3,
-      backoff: { type: "exponential", delay: 5000 },
-      // Results are kept in our own keys; finished jobs would otherwise block a rebuild
-      // after the result expired.
-      removeOnComplete: true,
-      removeOnFail: true,
-    });
+    await this.guard(() =>
+      this.queue.add("build", data, {
+        jobId: hash,
+        attempts: 3,
+        backoff: { type: "exponential", delay: 5000 },
+        // Results are kept in our own keys; finished jobs would otherwise block a rebuild
+        // after the result expired.
+        removeOnComplete: true,
+        removeOnFail: true,
+      }),
+    );
   }
 
   /** Starts a BullMQ worker that runs `processor` for each build. */
@@ -158,7 +216,10 @@ export class BuildQueue {
         });
       },
       {
-        connection: new Redis(this.redisUrl, { maxRetriesPerRequest: null }),
+        // Options, not an ioredis instance: BullMQ then owns the connections and closes them
+        // with the worker. Blocking connections need maxRetriesPerRequest: null (BullMQ's
+        // docs); they wait through an outage and resume when Redis returns.
+        connection: { url: this.redisUrl, maxRetriesPerRequest: null },
         prefix: this.prefix,
         concurrency: opts.concurrency,
         lockDuration: opts.lockDurationMs ?? 30_000,

@@ -84,6 +84,11 @@ export class UpstreamClient {
   }
 
   /** The absolute URL of a path relative to the download server. */
+  /** Documents held in the cache (readiness reports it; served stale while upstream is down). */
+  get cachedDocuments(): number {
+    return this.cache.size;
+  }
+
   url(path: string): string {
     return `${this.baseUrl}/${cleanPath(path)}`;
   }
