@@ -1,4 +1,4 @@
-import { Queue, Worker, UnrecoverableError, type Job } from "bullmq";
+import { Queue, Worker, UnrecoverableError, WaitingError, type Job } from "bullmq";
 import { Redis } from "ioredis";
 import type { NormalizedRequest } from "../request/normalize-request.js";
 import type { BuildJobData, BuildStage, StoredResult } from "./build-job.js";
@@ -33,6 +33,11 @@ export class BuildQueue {
   private readonly prefix: string;
   private readonly redisUrl: string;
   private readonly commandTimeoutMs: number;
+  /** Jobs this process's worker is running, with the lock token BullMQ gave it. */
+  private readonly active = new Map<string, { job: Job<BuildJobData>; token: string | undefined }>();
+  /** Jobs given back to the queue at shutdown: their late outcome must not be recorded. */
+  private readonly released = new Set<string>();
+  private idleWaiters: (() => void)[] = [];
 
   constructor(opts: BuildQueueOptions) {
     this.prefix = opts.prefix;
@@ -105,6 +110,8 @@ export class BuildQueue {
   }
 
   async setResult(hash: string, status: number, body: string, ttlSeconds: number): Promise<void> {
+    // A released build was killed at shutdown; another worker builds it again.
+    if (this.released.has(hash)) return;
     await this.redis.set(this.resultKey(hash), `${status}${body}`, "EX", Math.max(1, Math.round(ttlSeconds)));
   }
 
@@ -204,16 +211,20 @@ export class BuildQueue {
   ): Worker<BuildJobData> {
     return new Worker<BuildJobData>(
       QUEUE_NAME,
-      async (job: Job<BuildJobData>) => {
-        await processor({
-          id: job.id as string,
-          data: job.data,
-          attemptsMade: job.attemptsMade,
-          maxAttempts: job.opts.attempts ?? 1,
-          setStage: async (stage) => {
-            await job.updateProgress({ stage });
-          },
-        });
+      async (job: Job<BuildJobData>, token?: string) => {
+        const id = job.id as string;
+        this.active.set(id, { job, token });
+        try {
+          await this.runTracked(job, processor);
+        } catch (err) {
+          // Released at shutdown: the job is back in the wait list; BullMQ must not fail it.
+          if (this.released.has(id)) throw new WaitingError();
+          throw err;
+        } finally {
+          this.active.delete(id);
+          if (this.active.size === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+        }
+        if (this.released.has(id)) throw new WaitingError();
       },
       {
         // Options, not an ioredis instance: BullMQ then owns the connections and closes them
@@ -228,6 +239,55 @@ export class BuildQueue {
         maxStalledCount: 2,
       },
     );
+  }
+
+  private async runTracked(
+    job: Job<BuildJobData>,
+    processor: (job: BuildJobContext) => Promise<void>,
+  ): Promise<void> {
+    await processor({
+      id: job.id as string,
+      data: job.data,
+      attemptsMade: job.attemptsMade,
+      maxAttempts: job.opts.attempts ?? 1,
+      setStage: async (stage) => {
+        await job.updateProgress({ stage });
+      },
+    });
+  }
+
+  /** Builds this process is running now. */
+  get runningJobs(): number {
+    return this.active.size;
+  }
+
+  /** Resolves true once no build runs here, or false after `timeoutMs`. */
+  async waitIdle(timeoutMs: number): Promise<boolean> {
+    if (this.active.size === 0) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const idle = new Promise<boolean>((resolve) => {
+      this.idleWaiters.push(() => resolve(true));
+      timer = setTimeout(() => resolve(false), Math.max(0, timeoutMs));
+    });
+    try {
+      return await idle;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Shutdown: puts every build still running here back in the wait list, so another worker
+   * takes it at once. If Redis is away this fails; the lock then expires and BullMQ's
+   * stalled-job check hands the job over (worker_lock_duration). Returns the released ids.
+   */
+  async releaseActiveJobs(): Promise<string[]> {
+    const ids = [...this.active.keys()];
+    for (const id of ids) this.released.add(id);
+    await Promise.allSettled(
+      [...this.active.values()].map(({ job, token }) => this.guard(() => job.moveToWait(token))),
+    );
+    return ids;
   }
 
   async close(): Promise<void> {
