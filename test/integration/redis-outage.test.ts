@@ -85,6 +85,7 @@ describe("Redis outage", () => {
       ["GET", `/api/v1/build/${queuedHash}`],
       ["HEAD", `/api/v1/build/${queuedHash}`],
       ["GET", "/api/v1/stats"],
+      ["GET", "/metrics"],
       ["GET", "/readyz"],
     ];
     const latencies: number[] = [];

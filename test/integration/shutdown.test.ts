@@ -61,7 +61,10 @@ interface Cli {
   workDir: string;
 }
 
-async function spawnCli(command: "start" | "serve" | "worker"): Promise<Cli> {
+async function spawnCli(
+  command: "start" | "serve" | "worker",
+  shutdownTimeoutS = SHUTDOWN_TIMEOUT_S,
+): Promise<Cli> {
   const workDir = await mkdtemp(path.join(tmpdir(), "asu-shutdown-"));
   const prefix = `asu-test-${randomBytes(6).toString("hex")}`;
   const port = await freePort();
@@ -77,7 +80,7 @@ async function spawnCli(command: "start" | "serve" | "worker"): Promise<Cli> {
       `public_path = "${path.join(workDir, "public")}"`,
       `cache_path = "${path.join(workDir, "cache")}"`,
       `log_level = "info"`,
-      `shutdown_timeout = "${SHUTDOWN_TIMEOUT_S}s"`,
+      `shutdown_timeout = "${shutdownTimeoutS}s"`,
       `worker_lock_duration = "2s"`,
       ...["SNAPSHOT", "24.10", "23.05"].map(
         (b) => `[branches."${b}"]\npubkey = "${mirror.info.publicKeyLine}"`,
@@ -216,6 +219,37 @@ describe("shutdown", () => {
     console.log(`released job built by the next worker after ${Math.round(performance.now() - started)} ms`);
     expect(done.status, done.text).toBe(200);
     expect((done.body.manifest as Record<string, string>).htop).toBeDefined();
+  });
+
+  it("start: a build that ends within shutdown_timeout finishes and its result is kept", async () => {
+    const cli = await spawnCli("start", 30);
+    const hash = await startHeldBuild(cli.url, ["vim"]);
+    const exited = once(cli.proc, "exit");
+    const started = performance.now();
+    cli.proc.kill("SIGTERM");
+    // The API stops answering at once; the build goes on.
+    await until("the API stopped", async () =>
+      request(cli.url, "GET", "/healthz").then(
+        () => false,
+        () => true,
+      ),
+    );
+    proxy.hold = false;
+    for (const release of proxy.held.splice(0)) release();
+    await exited;
+    const ms = Math.round(performance.now() - started);
+    console.log(`start drained a running build and exited ${cli.proc.exitCode} after ${ms} ms`);
+    expect(cli.proc.exitCode).toBe(0);
+    expect(ms).toBeLessThan(30_000);
+    const api = await startTestServer(mirror, {
+      role: "api",
+      prefix: cli.prefix,
+      overrides: { redis_url: redis.url, upstream_url: proxy.url },
+    });
+    servers.push(api);
+    const done = await request(api.url, "GET", `/api/v1/build/${hash}`);
+    expect(done.status, done.text).toBe(200);
+    expect((done.body.manifest as Record<string, string>).vim).toBeDefined();
   });
 
   it("start: SIGTERM with a running build and Redis killed exits 0 within shutdown_timeout + 5 s, leaving no process", async () => {
