@@ -1,4 +1,5 @@
 import { Queue, Worker, UnrecoverableError, WaitingError, type Job } from "bullmq";
+import { once } from "node:events";
 import { Redis } from "ioredis";
 import type { NormalizedRequest } from "../request/normalize-request.js";
 import type { BuildJobData, BuildStage, StoredResult } from "./build-job.js";
@@ -38,6 +39,8 @@ export class BuildQueue {
   /** Jobs given back to the queue at shutdown: their late outcome must not be recorded. */
   private readonly released = new Set<string>();
   private idleWaiters: (() => void)[] = [];
+  /** The request-path connection has been up at least once. */
+  private wasReady = false;
 
   constructor(opts: BuildQueueOptions) {
     this.prefix = opts.prefix;
@@ -55,6 +58,9 @@ export class BuildQueue {
     });
     // Without a listener ioredis prints every failed reconnect; readiness reports the state.
     this.redis.on("error", () => undefined);
+    this.redis.once("ready", () => {
+      this.wasReady = true;
+    });
     this.queue = new Queue<BuildJobData>(QUEUE_NAME, {
       connection: this.redis,
       prefix: opts.prefix,
@@ -73,12 +79,20 @@ export class BuildQueue {
    * wait inside BullMQ (its Queue awaits a first connection before any command).
    */
   private async guard<T>(fn: () => Promise<T>): Promise<T> {
-    if (!this.available) throw new QueueUnavailableError();
+    // Before the first connection (a request right after boot) wait for it within the
+    // deadline; after an established connection was lost, fail at once.
+    if (!this.available && this.wasReady) throw new QueueUnavailableError();
     let timer: NodeJS.Timeout | undefined;
+    const giveUp = new AbortController();
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new QueueUnavailableError()), this.commandTimeoutMs);
+      timer = setTimeout(() => {
+        giveUp.abort();
+        reject(new QueueUnavailableError());
+      }, this.commandTimeoutMs);
     });
-    const work = fn();
+    const work = (
+      this.available ? Promise.resolve() : once(this.redis, "ready", { signal: giveUp.signal })
+    ).then(fn);
     // The call may settle after the deadline; its late rejection is not an unhandled one.
     work.catch(() => undefined);
     try {
