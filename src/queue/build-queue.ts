@@ -1,5 +1,4 @@
 import { Queue, Worker, UnrecoverableError, WaitingError, type Job } from "bullmq";
-import { once } from "node:events";
 import { Redis } from "ioredis";
 import type { NormalizedRequest } from "../request/normalize-request.js";
 import type { BuildJobData, BuildStage, StoredResult } from "./build-job.js";
@@ -90,9 +89,7 @@ export class BuildQueue {
         reject(new QueueUnavailableError());
       }, this.commandTimeoutMs);
     });
-    const work = (
-      this.available ? Promise.resolve() : once(this.redis, "ready", { signal: giveUp.signal })
-    ).then(fn);
+    const work = (this.available ? Promise.resolve() : this.firstReady(giveUp.signal)).then(fn);
     // The call may settle after the deadline; its late rejection is not an unhandled one.
     work.catch(() => undefined);
     try {
@@ -102,6 +99,15 @@ export class BuildQueue {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** Resolves on the first connection; stays pending once `signal` aborts (the deadline won). */
+  private firstReady(signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const ready = () => resolve();
+      this.redis.once("ready", ready);
+      signal.addEventListener("abort", () => this.redis.off("ready", ready), { once: true });
+    });
   }
 
   /** Readiness: Redis answers a PING within the command timeout. */
@@ -305,6 +311,14 @@ export class BuildQueue {
   }
 
   async close(): Promise<void> {
+    if (!this.wasReady) {
+      // Never connected: BullMQ's pending first-connection wait rejects once the socket
+      // ends; it must end while the queue still listens for errors, or the rejection is
+      // unhandled.
+      this.redis.disconnect();
+      await this.queue.close();
+      return;
+    }
     await this.queue.close();
     this.redis.disconnect();
   }
