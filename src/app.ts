@@ -31,7 +31,37 @@ export interface RunningServer {
   worker?: Worker<BuildJobData>;
   queue: BuildQueue;
   logger: Logger;
-  close(): Promise<void>;
+  /**
+   * Graceful shutdown, bounded: stops taking requests and jobs, gives running builds
+   * `timeoutMs` (default shutdown_timeout) to finish, then gives them back to the queue and
+   * kills their processes; Redis and HTTP get a few seconds more whatever their state.
+   */
+  close(opts?: { timeoutMs?: number }): Promise<void>;
+  /** A second signal: kill every build process now (the caller exits right after). */
+  abort(): void;
+}
+
+/** Time after the build deadline for HTTP, BullMQ and Redis to close before we stop waiting. */
+const CLOSE_GRACE_MS = 2000;
+
+/** Resolves true when `work` settles within `ms`, false otherwise; never rejects. */
+async function within(work: Promise<unknown> | undefined, ms: number): Promise<boolean> {
+  if (!work) return true;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), Math.max(0, ms));
+  });
+  try {
+    return await Promise.race([
+      work.then(
+        () => true,
+        () => true,
+      ),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 export interface StartOptions {
@@ -136,13 +166,15 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
   const upstream = new UpstreamClient({ baseUrl: config.upstream_url });
   const catalog = new Catalog(config, upstream);
 
-  const closers: (() => Promise<void>)[] = [];
   let worker: Worker<BuildJobData> | undefined;
+  let processRunner: ProcessRunner | undefined;
+  let gcTimer: NodeJS.Timeout | undefined;
+  let shuttingDown = false;
   let app: FastifyInstance | undefined;
   let url: string | undefined;
 
   if (opts.role !== "api" && config.workers > 0) {
-    const processRunner = new ProcessRunner();
+    processRunner = new ProcessRunner();
     const hiddenPaths = sandboxHiddenPaths(config);
     const runner = await createRunner(config, { hiddenPaths, processRunner, logger });
     const imagebuilders = new ImageBuilderManager({
@@ -167,10 +199,8 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
       storeFiles: (hash, files) => store.put(hash, files),
       ...(config.signing_key ? { signer: createImageSigner(config, processRunner, logger) } : {}),
     });
-    const w = worker;
-    closers.push(() => w.close());
     // Expired builds leave the disk within minutes; the budget bounds the rest.
-    const gcTimer = setInterval(() => {
+    gcTimer = setInterval(() => {
       runStoreGc(config, queue, store)
         .then(async (report) => {
           logger.debug({ report }, "store garbage collected");
@@ -179,17 +209,50 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
         .catch((err: unknown) => logger.warn({ err }, "store garbage collection failed"));
     }, 10 * 60_000);
     gcTimer.unref();
-    closers.push(async () => clearInterval(gcTimer));
   }
 
   if (opts.role !== "worker") {
-    const created = await createApp({ config, queue, store, upstream, catalog, stats, logger: !opts.quiet });
+    const created = await createApp({
+      config,
+      queue,
+      store,
+      upstream,
+      catalog,
+      stats,
+      logger: !opts.quiet,
+      isShuttingDown: () => shuttingDown,
+    });
     app = created.app;
     const address = await app.listen({ host: config.host, port: config.port });
     url = address;
-    const a = app;
-    closers.unshift(() => a.close());
   }
+
+  const shutdown = async (timeoutMs: number): Promise<void> => {
+    shuttingDown = true;
+    const deadline = Date.now() + timeoutMs;
+    if (gcTimer) clearInterval(gcTimer);
+    // Stop taking jobs and requests at once; both wait for what is running.
+    const workerClosed = worker?.close();
+    const appClosed = app?.close();
+    if (worker && !(await queue.waitIdle(deadline - Date.now()))) {
+      logger.warn(
+        { builds: queue.runningJobs, shutdown_timeout: config.shutdown_timeout },
+        "builds still running at shutdown_timeout: giving them back to the queue and killing them",
+      );
+      await within(queue.releaseActiveJobs(), 500);
+      processRunner?.killAll("SIGKILL");
+    }
+    // Idle or not, what is left gets a fixed grace: at most shutdown_timeout + 3.5 s in all.
+    const graceEnd = Date.now() + CLOSE_GRACE_MS;
+    // With Redis away BullMQ's close can wait for a reconnect that never comes.
+    if (!(await within(workerClosed, graceEnd - Date.now()))) void worker?.close(true).catch(() => undefined);
+    await within(appClosed, graceEnd - Date.now());
+    if (!(await within(queue.close(), Math.max(200, graceEnd - Date.now())))) queue.redis.disconnect();
+    await within(store.close(), 500);
+    await within(redis.stop?.(), 1000);
+    processRunner?.killAll("SIGKILL");
+  };
+  let closing: Promise<void> | undefined;
 
   return {
     config,
@@ -198,11 +261,9 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
     ...(url ? { url } : {}),
     ...(app ? { app } : {}),
     ...(worker ? { worker } : {}),
-    close: async () => {
-      for (const close of closers) await close();
-      await queue.close();
-      await store.close();
-      await redis.stop?.();
+    close: (closeOpts = {}) => (closing ??= shutdown(closeOpts.timeoutMs ?? config.shutdown_timeout * 1000)),
+    abort: () => {
+      processRunner?.killAll("SIGKILL");
     },
   };
 }

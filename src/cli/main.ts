@@ -28,21 +28,42 @@ async function run(role: Role, opts: CommonOptions, embeddedRedis: boolean): Pro
     process.stdout.write(`configuration OK (${Object.keys(config.branches).length} branches)\n`);
     return;
   }
+  // A signal while still starting has nothing to drain yet.
+  const early = (signal: NodeJS.Signals) => process.exit(signal === "SIGINT" ? 130 : 143);
+  process.once("SIGINT", early).once("SIGTERM", early);
   const server = await startServer(config, { role, embeddedRedis });
+  process.off("SIGINT", early).off("SIGTERM", early);
   server.logger.info(
     { role, url: server.url, upstream: config.upstream_url, workers: role === "api" ? 0 : config.workers },
     "asu-ts running",
   );
+  // Orchestrators (systemd, Kubernetes, podman-compose) send SIGTERM and expect an exit:
+  // the first signal drains (builds get shutdown_timeout), a second one exits at once, and
+  // a failsafe exits even if something in the drain hangs (issue #10).
   let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      server.logger.warn({ signal }, "second signal: exiting now, builds killed");
+      server.abort();
+      process.exit(signal === "SIGINT" ? 130 : 143);
+    }
     stopping = true;
-    server.logger.info({ signal }, "shutting down");
+    const timeoutMs = config.shutdown_timeout * 1000;
+    server.logger.info({ signal, shutdown_timeout: config.shutdown_timeout }, "shutting down");
+    setTimeout(() => {
+      server.logger.error("shutdown did not finish in time: exiting");
+      server.abort();
+      process.exit(1);
+    }, timeoutMs + 4500).unref();
     server
-      .close()
-      .then(() => process.exit(0))
+      .close({ timeoutMs })
+      .then(() => {
+        server.logger.info("shut down");
+        process.exit(0);
+      })
       .catch((err: unknown) => {
         server.logger.error({ err }, "shutdown failed");
+        server.abort();
         process.exit(1);
       });
   };

@@ -75,6 +75,7 @@ export const RawConfigSchema = Type.Object(
     store_max_bytes: Type.Optional(Type.Integer({ minimum: 0 })),
     redis_prefix: Type.Optional(Type.String({ pattern: "^[\\w.-]+$" })),
     worker_lock_duration: Type.Optional(Duration),
+    shutdown_timeout: Type.Optional(Duration),
     // false, true (one proxy hop), a number of proxy hops, or proxy addresses/networks.
     trust_proxy: Type.Optional(
       Type.Union([Type.Boolean(), Type.Integer({ minimum: 0 }), Type.Array(Type.String())]),
@@ -167,6 +168,8 @@ export interface AsuConfig {
   redis_prefix: string;
   /** A worker that stops renewing a build's lock this long is presumed dead; another takes the build over. */
   worker_lock_duration: number;
+  /** On SIGTERM/SIGINT, running builds get this long to finish before they are killed and released. */
+  shutdown_timeout: number;
   /** How often a worker asks upstream whether an ImageBuilder changed (a new snapshot). */
   imagebuilder_check_interval: number;
   /**
@@ -224,6 +227,7 @@ const DEFAULTS = {
   store_max_bytes: 0,
   redis_prefix: "asu",
   worker_lock_duration: "30s",
+  shutdown_timeout: "30s",
   imagebuilder_check_interval: "1m",
 };
 
@@ -295,6 +299,7 @@ export function loadConfig(options: LoadConfigOptions = {}): AsuConfig {
       | "build_defaults_ttl"
       | "build_failure_ttl"
       | "worker_lock_duration"
+      | "shutdown_timeout"
       | "imagebuilder_check_interval",
   ) => {
     const value = conf[key] ?? DEFAULTS[key];
@@ -352,6 +357,7 @@ export function loadConfig(options: LoadConfigOptions = {}): AsuConfig {
     store_max_bytes: conf.store_max_bytes ?? DEFAULTS.store_max_bytes,
     redis_prefix: conf.redis_prefix ?? DEFAULTS.redis_prefix,
     worker_lock_duration: duration("worker_lock_duration"),
+    shutdown_timeout: duration("shutdown_timeout"),
     trust_proxy: trustProxy(conf.trust_proxy, problems),
     imagebuilder_check_interval: duration("imagebuilder_check_interval"),
     store_backend: conf.store_backend ?? "local",

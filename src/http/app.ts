@@ -4,6 +4,11 @@ import swaggerUi from "@fastify/swagger-ui";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { AsuConfig } from "../config/config.js";
 import type { BuildQueue } from "../queue/build-queue.js";
+import {
+  QUEUE_RETRY_AFTER_SECONDS,
+  QueueUnavailableError,
+  isRedisConnectionError,
+} from "../queue/queue-errors.js";
 import type { Store } from "../store/store.js";
 import type { Stats } from "../stats/stats.js";
 import type { Catalog } from "../upstream/catalog.js";
@@ -12,6 +17,7 @@ import { VERSION } from "../shared/version.js";
 import { registerBuildRoutes } from "./build-routes.js";
 import { BuildService } from "./build-service.js";
 import { registerErrorHandler } from "./error-handler.js";
+import { registerHealthRoutes } from "./health-routes.js";
 import { registerMetadataRoutes } from "./metadata-routes.js";
 import { registerStoreRoutes } from "./store-routes.js";
 import { fastifyTrustProxy } from "./trust-proxy.js";
@@ -25,6 +31,8 @@ export interface AppDeps {
   stats: Stats;
   /** false in tests that want quiet output; otherwise pino at config.log_level. */
   logger?: boolean;
+  /** True once SIGTERM/SIGINT arrived: /readyz answers 503. */
+  isShuttingDown?: () => boolean;
 }
 
 export interface AsuApp {
@@ -65,7 +73,20 @@ export async function createApp(deps: AppDeps): Promise<AsuApp> {
   });
   await app.register(swaggerUi, { routePrefix: "/docs" });
 
-  registerErrorHandler(app);
+  // Routes that read Redis outside BuildQueue (stats, metrics) get ioredis's own errors;
+  // while Redis is away they are the same 503 as the queue's, not a 500 (issue #10).
+  registerErrorHandler(app, (error) =>
+    !(error instanceof QueueUnavailableError) && isRedisConnectionError(error)
+      ? new QueueUnavailableError(error)
+      : error,
+  );
+  // Every 503 (queue or upstream unavailable) says when to come back.
+  app.addHook("onSend", async (_request, reply, payload) => {
+    if (reply.statusCode === 503 && !reply.hasHeader("retry-after")) {
+      void reply.header("Retry-After", String(QUEUE_RETRY_AFTER_SECONDS));
+    }
+    return payload;
+  });
 
   const buildService = new BuildService({
     config: deps.config,
@@ -77,6 +98,11 @@ export async function createApp(deps: AppDeps): Promise<AsuApp> {
   registerBuildRoutes(app, buildService);
   registerStoreRoutes(app, deps.store);
   registerMetadataRoutes(app, deps);
+  registerHealthRoutes(app, {
+    queue: deps.queue,
+    upstream: deps.upstream,
+    ...(deps.isShuttingDown ? { isShuttingDown: deps.isShuttingDown } : {}),
+  });
 
   app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
   app.get("/metrics", { schema: { hide: true } }, async (_request, reply) => {

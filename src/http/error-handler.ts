@@ -88,7 +88,14 @@ function routePattern(url: string): RegExp {
   return new RegExp(`^${source}$`);
 }
 
-export function registerErrorHandler(app: FastifyInstance): void {
+/**
+ * `mapError` lets the app turn errors of an external system into AsuErrors first (Redis
+ * connection errors from any route become 503s; see http/app.ts).
+ */
+export function registerErrorHandler(
+  app: FastifyInstance,
+  mapError: (error: Error) => Error = (e) => e,
+): void {
   // Routes registered from here on, so that a known path with the wrong method gets a 405
   // with Allow (as upstream ASU) instead of a 404 that reads as "this server has no builds".
   const routes: { pattern: RegExp; methods: string[] }[] = [];
@@ -105,7 +112,8 @@ export function registerErrorHandler(app: FastifyInstance): void {
   };
 
   app.setErrorHandler(
-    (error: FastifyError | AsuError | Error, request: FastifyRequest, reply: FastifyReply) => {
+    (original: FastifyError | AsuError | Error, request: FastifyRequest, reply: FastifyReply) => {
+      const error = mapError(original);
       if (error instanceof AsuError) {
         if (error instanceof UnknownPackageError) {
           // auc prints this header on 422.

@@ -181,3 +181,22 @@ describe("ProcessRunner", () => {
     ).rejects.toThrow("run: timeoutMs must be positive");
   });
 });
+
+describe("ProcessRunner.killAll (shutdown)", () => {
+  it("kills every running process group, grandchildren included, and forgets them", async () => {
+    const runner = new ProcessRunner({ killGraceMs: 300, closeGraceMs: 300 });
+    const runs = [1, 2].map(() =>
+      runner.run({
+        argv: ["sh", "-c", "sleep 1000 & sleep 1001 & wait"],
+        env: ENV,
+        timeoutMs: 60_000,
+        maxOutputBytes: 1024,
+      }),
+    );
+    // Groups are tracked from spawn on, so no wait is needed before the kill.
+    expect(runner.killAll("SIGKILL")).toBe(2);
+    const results = await Promise.all(runs);
+    for (const result of results) expect(result.signal).toBe("SIGKILL");
+    expect(runner.killAll("SIGKILL")).toBe(0);
+  });
+});

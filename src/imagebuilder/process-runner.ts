@@ -101,10 +101,27 @@ class OutputCapture {
 export class ProcessRunner {
   private readonly killGraceMs: number;
   private readonly closeGraceMs: number;
+  /** Process groups started and not yet reaped: shutdown kills them (issue #10). */
+  private readonly groups = new Set<number>();
 
   constructor(options: ProcessRunnerOptions = {}) {
     this.killGraceMs = options.killGraceMs ?? 5000;
     this.closeGraceMs = options.closeGraceMs ?? 2000;
+  }
+
+  /**
+   * Signals every process group still running. Each child leads its own group (detached),
+   * so it would outlive this process; shutdown calls this before exiting.
+   */
+  killAll(signal: NodeJS.Signals = "SIGKILL"): number {
+    for (const pgid of this.groups) {
+      try {
+        process.kill(-pgid, signal);
+      } catch {
+        // ESRCH: the group is already gone.
+      }
+    }
+    return this.groups.size;
   }
 
   /**
@@ -139,6 +156,8 @@ export class ProcessRunner {
         stdio: ["ignore", "pipe", "pipe"],
         windowsHide: true,
       });
+      const pgid = child.pid;
+      if (pgid !== undefined) this.groups.add(pgid);
       child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
       child.stderr.on("data", (chunk: Buffer) => stderr.push(chunk));
 
@@ -179,7 +198,10 @@ export class ProcessRunner {
         if (settled || exit === undefined) return;
         settled = true;
         cleanup();
-        if (child.pid !== undefined) await waitForGroupExit(child.pid, this.closeGraceMs);
+        if (pgid !== undefined) {
+          await waitForGroupExit(pgid, this.closeGraceMs);
+          this.groups.delete(pgid);
+        }
         resolve({
           code: exit.code,
           signal: exit.signal,

@@ -1,7 +1,8 @@
-import { Queue, Worker, UnrecoverableError, type Job } from "bullmq";
+import { Queue, Worker, UnrecoverableError, WaitingError, type Job } from "bullmq";
 import { Redis } from "ioredis";
 import type { NormalizedRequest } from "../request/normalize-request.js";
 import type { BuildJobData, BuildStage, StoredResult } from "./build-job.js";
+import { QueueUnavailableError, isRedisConnectionError } from "./queue-errors.js";
 
 export const QUEUE_NAME = "build";
 
@@ -9,6 +10,11 @@ export interface BuildQueueOptions {
   redisUrl: string;
   /** Key prefix; each test file uses its own so files can run in parallel. */
   prefix: string;
+  /**
+   * Longest a request-path Redis call may take before it fails with QueueUnavailableError
+   * (503). Default 1500 ms, so a client hears within 2 s that Redis is down.
+   */
+  commandTimeoutMs?: number;
 }
 
 export type JobStatus =
@@ -26,16 +32,87 @@ export class BuildQueue {
   readonly queue: Queue<BuildJobData>;
   private readonly prefix: string;
   private readonly redisUrl: string;
+  private readonly commandTimeoutMs: number;
+  /** Jobs this process's worker is running, with the lock token BullMQ gave it. */
+  private readonly active = new Map<string, { job: Job<BuildJobData>; token: string | undefined }>();
+  /** Jobs given back to the queue at shutdown: their late outcome must not be recorded. */
+  private readonly released = new Set<string>();
+  private idleWaiters: (() => void)[] = [];
+  /** The request-path connection has been up at least once. */
+  private wasReady = false;
 
   constructor(opts: BuildQueueOptions) {
     this.prefix = opts.prefix;
     this.redisUrl = opts.redisUrl;
-    // BullMQ needs maxRetriesPerRequest: null on connections that block.
-    this.redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, lazyConnect: false });
+    this.commandTimeoutMs = opts.commandTimeoutMs ?? 1500;
+    // The request path's connection fails fast while Redis is away (issue #10): no offline
+    // queue, one retry, and a command timeout for a Redis that accepts but does not answer.
+    // It never blocks, so BullMQ accepts it for a Queue (only Worker connections need
+    // maxRetriesPerRequest: null). ioredis keeps reconnecting in the background.
+    this.redis = new Redis(opts.redisUrl, {
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      commandTimeout: this.commandTimeoutMs,
+      retryStrategy: (times) => Math.min(times * 200, 2000),
+    });
+    // Without a listener ioredis prints every failed reconnect; readiness reports the state.
+    this.redis.on("error", () => undefined);
+    this.redis.once("ready", () => {
+      this.wasReady = true;
+    });
     this.queue = new Queue<BuildJobData>(QUEUE_NAME, {
       connection: this.redis,
       prefix: opts.prefix,
     });
+    this.queue.on("error", () => undefined);
+  }
+
+  /** Whether the request-path connection is up (readiness, and the fast 503). */
+  get available(): boolean {
+    return this.redis.status === "ready";
+  }
+
+  /**
+   * Runs a Redis call for a request, or fails with QueueUnavailableError within
+   * commandTimeoutMs: at once when the connection is down, and on a deadline for calls that
+   * wait inside BullMQ (its Queue awaits a first connection before any command).
+   */
+  private async guard<T>(fn: () => Promise<T>): Promise<T> {
+    // Before the first connection (a request right after boot) wait for it within the
+    // deadline; after an established connection was lost, fail at once.
+    if (!this.available && this.wasReady) throw new QueueUnavailableError();
+    let timer: NodeJS.Timeout | undefined;
+    const giveUp = new AbortController();
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        giveUp.abort();
+        reject(new QueueUnavailableError());
+      }, this.commandTimeoutMs);
+    });
+    const work = (this.available ? Promise.resolve() : this.firstReady(giveUp.signal)).then(fn);
+    // The call may settle after the deadline; its late rejection is not an unhandled one.
+    work.catch(() => undefined);
+    try {
+      return await Promise.race([work, deadline]);
+    } catch (err) {
+      throw isRedisConnectionError(err) ? new QueueUnavailableError(err) : err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Resolves on the first connection; stays pending once `signal` aborts (the deadline won). */
+  private firstReady(signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const ready = () => resolve();
+      this.redis.once("ready", ready);
+      signal.addEventListener("abort", () => this.redis.off("ready", ready), { once: true });
+    });
+  }
+
+  /** Readiness: Redis answers a PING within the command timeout. */
+  async ping(): Promise<void> {
+    await this.guard(() => this.redis.ping());
   }
 
   private resultKey(hash: string): string {
@@ -47,12 +124,14 @@ export class BuildQueue {
    * so a cache hit can be answered without parsing the body.
    */
   async getResult(hash: string): Promise<StoredResult | undefined> {
-    const raw = await this.redis.get(this.resultKey(hash));
+    const raw = await this.guard(() => this.redis.get(this.resultKey(hash)));
     if (raw === null) return undefined;
     return { status: Number(raw.slice(0, 3)), body: raw.slice(3) };
   }
 
   async setResult(hash: string, status: number, body: string, ttlSeconds: number): Promise<void> {
+    // A released build was killed at shutdown; another worker builds it again.
+    if (this.released.has(hash)) return;
     await this.redis.set(this.resultKey(hash), `${status}${body}`, "EX", Math.max(1, Math.round(ttlSeconds)));
   }
 
@@ -74,6 +153,10 @@ export class BuildQueue {
   }
 
   async status(hash: string): Promise<JobStatus> {
+    return this.guard(() => this.jobStatus(hash));
+  }
+
+  private async jobStatus(hash: string): Promise<JobStatus> {
     const job = await this.queue.getJob(hash);
     if (!job) return { state: "unknown" };
     const state = await job.getState();
@@ -109,18 +192,18 @@ export class BuildQueue {
    */
   async hitRateLimit(address: string, limit: number): Promise<boolean> {
     const key = `${this.prefix}:ratelimit:${address}:${Math.floor(Date.now() / 60_000)}`;
-    const [[, count]] = (await this.redis.multi().incr(key).expire(key, 61).exec()) as [
+    const [[, count]] = (await this.guard(() => this.redis.multi().incr(key).expire(key, 61).exec())) as [
       [Error | null, number],
     ];
     return count > limit;
   }
 
   async pendingCount(): Promise<number> {
-    return this.queue.getWaitingCount();
+    return this.guard(() => this.queue.getWaitingCount());
   }
 
   async activeCount(): Promise<number> {
-    return this.queue.getActiveCount();
+    return this.guard(() => this.queue.getActiveCount());
   }
 
   /**
@@ -128,15 +211,17 @@ export class BuildQueue {
    * same jobId, which is what makes 50 concurrent identical POSTs one build.
    */
   async enqueue(hash: string, data: BuildJobData): Promise<void> {
-    await this.queue.add("build", data, {
-      jobId: hash,
-      attempts: 3,
-      backoff: { type: "exponential", delay: 5000 },
-      // Results are kept in our own keys; finished jobs would otherwise block a rebuild
-      // after the result expired.
-      removeOnComplete: true,
-      removeOnFail: true,
-    });
+    await this.guard(() =>
+      this.queue.add("build", data, {
+        jobId: hash,
+        attempts: 3,
+        backoff: { type: "exponential", delay: 5000 },
+        // Results are kept in our own keys; finished jobs would otherwise block a rebuild
+        // after the result expired.
+        removeOnComplete: true,
+        removeOnFail: true,
+      }),
+    );
   }
 
   /** Starts a BullMQ worker that runs `processor` for each build. */
@@ -146,19 +231,26 @@ export class BuildQueue {
   ): Worker<BuildJobData> {
     return new Worker<BuildJobData>(
       QUEUE_NAME,
-      async (job: Job<BuildJobData>) => {
-        await processor({
-          id: job.id as string,
-          data: job.data,
-          attemptsMade: job.attemptsMade,
-          maxAttempts: job.opts.attempts ?? 1,
-          setStage: async (stage) => {
-            await job.updateProgress({ stage });
-          },
-        });
+      async (job: Job<BuildJobData>, token?: string) => {
+        const id = job.id as string;
+        this.active.set(id, { job, token });
+        try {
+          await this.runTracked(job, processor);
+        } catch (err) {
+          // Released at shutdown: the job is back in the wait list; BullMQ must not fail it.
+          if (this.released.has(id)) throw new WaitingError();
+          throw err;
+        } finally {
+          this.active.delete(id);
+          if (this.active.size === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+        }
+        if (this.released.has(id)) throw new WaitingError();
       },
       {
-        connection: new Redis(this.redisUrl, { maxRetriesPerRequest: null }),
+        // Options, not an ioredis instance: BullMQ then owns the connections and closes them
+        // with the worker. Blocking connections need maxRetriesPerRequest: null (BullMQ's
+        // docs); they wait through an outage and resume when Redis returns.
+        connection: { url: this.redisUrl, maxRetriesPerRequest: null },
         prefix: this.prefix,
         concurrency: opts.concurrency,
         lockDuration: opts.lockDurationMs ?? 30_000,
@@ -169,7 +261,64 @@ export class BuildQueue {
     );
   }
 
+  private async runTracked(
+    job: Job<BuildJobData>,
+    processor: (job: BuildJobContext) => Promise<void>,
+  ): Promise<void> {
+    await processor({
+      id: job.id as string,
+      data: job.data,
+      attemptsMade: job.attemptsMade,
+      maxAttempts: job.opts.attempts ?? 1,
+      setStage: async (stage) => {
+        await job.updateProgress({ stage });
+      },
+    });
+  }
+
+  /** Builds this process is running now. */
+  get runningJobs(): number {
+    return this.active.size;
+  }
+
+  /** Resolves true once no build runs here, or false after `timeoutMs`. */
+  async waitIdle(timeoutMs: number): Promise<boolean> {
+    if (this.active.size === 0) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const idle = new Promise<boolean>((resolve) => {
+      this.idleWaiters.push(() => resolve(true));
+      timer = setTimeout(() => resolve(false), Math.max(0, timeoutMs));
+    });
+    try {
+      return await idle;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Shutdown: puts every build still running here back in the wait list, so another worker
+   * takes it at once. If Redis is away this fails; the lock then expires and BullMQ's
+   * stalled-job check hands the job over (worker_lock_duration). Returns the released ids.
+   */
+  async releaseActiveJobs(): Promise<string[]> {
+    const ids = [...this.active.keys()];
+    for (const id of ids) this.released.add(id);
+    await Promise.allSettled(
+      [...this.active.values()].map(({ job, token }) => this.guard(() => job.moveToWait(token))),
+    );
+    return ids;
+  }
+
   async close(): Promise<void> {
+    if (!this.wasReady) {
+      // Never connected: BullMQ's pending first-connection wait rejects once the socket
+      // ends; it must end while the queue still listens for errors, or the rejection is
+      // unhandled.
+      this.redis.disconnect();
+      await this.queue.close();
+      return;
+    }
     await this.queue.close();
     this.redis.disconnect();
   }

@@ -30,6 +30,8 @@ export interface UpstreamClientOptions {
   maxEntries?: number;
   /** Clock, for tests. */
   now?: () => number;
+  /** Largest document read into memory; default 64 MiB (issue #10: no unbounded memory). */
+  maxDocumentBytes?: number;
 }
 
 export interface GetOptions {
@@ -65,6 +67,7 @@ export class UpstreamClient {
   private readonly fetchImpl: typeof fetch;
   private readonly ttlMs: number;
   private readonly timeoutMs: number;
+  private readonly maxDocumentBytes: number;
   private readonly reloadIntervalMs: number;
   private readonly maxEntries: number;
   private readonly now: () => number;
@@ -78,12 +81,18 @@ export class UpstreamClient {
     this.fetchImpl = options.fetch ?? ((input, init) => fetch(input, init));
     this.ttlMs = options.ttlMs ?? 5 * 60_000;
     this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.maxDocumentBytes = options.maxDocumentBytes ?? 64 * 1024 * 1024;
     this.reloadIntervalMs = options.reloadIntervalMs ?? 10_000;
     this.maxEntries = options.maxEntries ?? 2000;
     this.now = options.now ?? Date.now;
   }
 
   /** The absolute URL of a path relative to the download server. */
+  /** Documents held in the cache (readiness reports it; served stale while upstream is down). */
+  get cachedDocuments(): number {
+    return this.cache.size;
+  }
+
   url(path: string): string {
     return `${this.baseUrl}/${cleanPath(path)}`;
   }
@@ -370,7 +379,7 @@ export class UpstreamClient {
           `The upstream download server answered HTTP ${response.status} for /${key}. Try again in a few minutes; if it persists, tell the server operator.`,
         );
       }
-      body = await response.text();
+      body = await readCapped(response, this.maxDocumentBytes, key);
     } catch (err) {
       if (err instanceof UpstreamError) throw err;
       const name = (err as Error).name;
@@ -385,6 +394,15 @@ export class UpstreamClient {
         `Could not reach the upstream download server for /${key} (${describeNetworkError(err)}). Try again in a few minutes; if it persists, tell the server operator.`,
       );
     }
+    // An error page sent with 200 must not replace a good copy: failing here serves the
+    // cached one (stale-if-error, issue #10). The typed getters check the fields later.
+    if (key.endsWith(".json")) {
+      try {
+        JSON.parse(body);
+      } catch {
+        throw unreadable(key, "it is not valid JSON");
+      }
+    }
     const etag = response.headers.get("etag") ?? undefined;
     const lastModified = response.headers.get("last-modified") ?? undefined;
     // Same bytes as before (a server without validators): keep the entry and its parsed forms.
@@ -395,6 +413,25 @@ export class UpstreamClient {
     entry.lastModified = lastModified;
     return entry;
   }
+}
+
+/** The body as text, or a 502 once it grows past `max` bytes (the rest is not read). */
+async function readCapped(response: Response, max: number, key: string): Promise<string> {
+  if (!response.body) return "";
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of response.body) {
+    size += chunk.byteLength;
+    if (size > max) {
+      await response.body.cancel().catch(() => undefined);
+      throw new UpstreamError(
+        502,
+        `The upstream download server sent a /${key} larger than ${Math.round(max / 1024 / 1024)} MiB. Tell the server operator.`,
+      );
+    }
+    chunks.push(Buffer.from(chunk));
+  }
+  return Buffer.concat(chunks).toString("utf8");
 }
 
 function formatMs(ms: number): string {
