@@ -18,6 +18,7 @@ import type { Store } from "./store/store.js";
 import { collectStoreGarbage, type StoreGcReport } from "./store/store-gc.js";
 import { Catalog } from "./upstream/catalog.js";
 import { UpstreamClient } from "./upstream/upstream-client.js";
+import type { ImageBuilderSource } from "./worker/build-pipeline.js";
 import { startBuildWorker } from "./worker/build-worker.js";
 import { UsignImageSigner } from "./worker/image-signer.js";
 
@@ -188,12 +189,29 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
         await prepareImageBuilder(runner, tree, { timeoutMs: 10 * 60_000 });
       },
     });
+    // Counted for /metrics: a lease that had to download and unpack, or one that reused a tree.
+    const countedImagebuilders: ImageBuilderSource = {
+      acquire: async (req) => {
+        let downloaded = false;
+        const lease = await imagebuilders.acquire({
+          ...req,
+          onStage: (stage) => {
+            if (stage === "download_imagebuilder") downloaded = true;
+            req.onStage?.(stage);
+          },
+        });
+        stats
+          .recordImageBuilder(downloaded ? "download" : "cache_hit")
+          .catch((err: unknown) => logger.warn({ err }, "stats write failed"));
+        return lease;
+      },
+    };
     worker = startBuildWorker({
       config,
       queue,
       stats,
       logger,
-      imagebuilders,
+      imagebuilders: countedImagebuilders,
       runner,
       feeds: new FeedStager({ cacheDir: path.join(config.cache_path, "packages") }),
       storeFiles: (hash, files) => store.put(hash, files),

@@ -34,4 +34,24 @@ describe("Stats", () => {
     const types = text.split("\n").filter((l) => l.startsWith("# TYPE asu_builds_total"));
     expect(types).toHaveLength(1);
   });
+
+  it("shows every worker's active builds and the ImageBuilder leases in any process's /metrics", async () => {
+    const a = new Stats(redis, prefix, async () => 0);
+    const b = new Stats(redis, prefix, async () => 0);
+    const api = new Stats(redis, prefix, async () => 0);
+    await a.setActiveBuilds("host-a-101", 2);
+    await b.setActiveBuilds("host-b-202", 0);
+    await a.recordImageBuilder("download");
+    await a.recordImageBuilder("cache_hit");
+    await b.recordImageBuilder("cache_hit");
+    const text = await api.metricsText();
+    expect(text).toContain('asu_builds_active{worker="host-a-101"} 2');
+    expect(text).toContain('asu_builds_active{worker="host-b-202"} 0');
+    expect(text).toContain('asu_imagebuilder_leases_total{result="download"} 1');
+    expect(text).toContain('asu_imagebuilder_leases_total{result="cache_hit"} 2');
+    // A worker that stops refreshing drops out when its key expires.
+    expect(await redis.ttl(`${prefix}:metrics:active:host-a-101`)).toBeGreaterThan(0);
+    await redis.del(`${prefix}:metrics:active:host-b-202`);
+    expect(await api.metricsText()).not.toContain("host-b-202");
+  });
 });

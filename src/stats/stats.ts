@@ -15,6 +15,8 @@ export interface BuildOutcome {
 }
 
 const DURATION_BUCKETS = [1, 5, 10, 30, 60, 120, 300, 600];
+/** A worker refreshes its active-builds gauge more often than this (build-worker.ts). */
+export const ACTIVE_TTL_SECONDS = 60;
 const OVERHEAD_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 5];
 
 /** Build metrics kept in Redis so the API's /metrics covers every worker (decision 006). */
@@ -128,6 +130,19 @@ export class Stats {
     }
   }
 
+  /** An ImageBuilder lease: `download` when it had to be fetched and unpacked, else `cache_hit`. */
+  async recordImageBuilder(result: "download" | "cache_hit"): Promise<void> {
+    await this.redis.hincrby(`${this.prefix}:metrics:imagebuilders`, result, 1);
+  }
+
+  /**
+   * How many builds a worker process runs right now. Kept with a TTL and refreshed while the
+   * worker lives, so a worker that died stops being reported within a minute.
+   */
+  async setActiveBuilds(worker: string, active: number): Promise<void> {
+    await this.redis.set(`${this.prefix}:metrics:active:${worker}`, String(active), "EX", ACTIVE_TTL_SECONDS);
+  }
+
   /** Last store size seen by garbage collection (listing S3 on every scrape would cost too much). */
   async recordStoreUsage(bytes: number): Promise<void> {
     await this.redis.set(`${this.prefix}:metrics:store_bytes`, String(bytes));
@@ -142,9 +157,11 @@ export class Stats {
    * the duration histograms. Counters only grow; Prometheus' rate() handles the rest.
    */
   private async clusterMetricsText(): Promise<string> {
-    const [builds, storeBytes, ...histograms] = await Promise.all([
+    const [builds, storeBytes, imagebuilders, active, ...histograms] = await Promise.all([
       this.redis.hgetall(`${this.prefix}:metrics:builds`),
       this.redis.get(`${this.prefix}:metrics:store_bytes`),
+      this.redis.hgetall(`${this.prefix}:metrics:imagebuilders`),
+      this.activeBuilds(),
       ...Object.keys(CLUSTER_HISTOGRAMS).map((name) => this.redis.hgetall(`${this.prefix}:metrics:${name}`)),
     ]);
     const esc = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
@@ -174,6 +191,18 @@ export class Stats {
         );
       }
     }
+    lines.push(
+      "# HELP asu_imagebuilder_leases_total ImageBuilders handed to builds: downloaded and unpacked, or reused",
+      "# TYPE asu_imagebuilder_leases_total counter",
+    );
+    for (const result of ["cache_hit", "download"]) {
+      lines.push(`asu_imagebuilder_leases_total{result="${result}"} ${imagebuilders[result] ?? 0}`);
+    }
+    lines.push(
+      "# HELP asu_builds_active Builds running now, per worker process",
+      "# TYPE asu_builds_active gauge",
+    );
+    for (const [worker, n] of active) lines.push(`asu_builds_active{worker="${esc(worker)}"} ${n}`);
     if (storeBytes !== null) {
       lines.push(
         "# HELP asu_store_bytes Bytes in the store at the last garbage collection",
@@ -182,5 +211,24 @@ export class Stats {
       );
     }
     return `${lines.join("\n")}\n`;
+  }
+
+  /** Every live worker's gauge; SCAN keeps one scrape bounded however many workers there are. */
+  private async activeBuilds(): Promise<[string, string][]> {
+    const match = `${this.prefix}:metrics:active:*`;
+    const keys: string[] = [];
+    let cursor = "0";
+    do {
+      const [next, found] = await this.redis.scan(cursor, "MATCH", match, "COUNT", 200);
+      cursor = next;
+      keys.push(...found);
+    } while (cursor !== "0" && keys.length < 1000);
+    if (keys.length === 0) return [];
+    const values = await this.redis.mget(...keys);
+    const cut = match.length - 1;
+    return keys
+      .map((k, i): [string, string] => [k.slice(cut), values[i] ?? "0"])
+      .filter(([, v]) => v !== null)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   }
 }

@@ -1,10 +1,11 @@
+import { hostname } from "node:os";
 import type { Worker } from "bullmq";
 import type { AsuConfig } from "../config/config.js";
 import { UnrecoverableError, type BuildJobContext, type BuildQueue } from "../queue/build-queue.js";
 import type { BuildJobData } from "../queue/build-job.js";
 import { isRetryable } from "../imagebuilder/imagebuilder-errors.js";
 import { AsuError, BuildError } from "../shared/errors.js";
-import type { Stats } from "../stats/stats.js";
+import { ACTIVE_TTL_SECONDS, type Stats } from "../stats/stats.js";
 import { DEFAULT_LIMITS, runBuildPipeline, tail, type PipelineDeps } from "./build-pipeline.js";
 import { checkJob } from "./job-check.js";
 
@@ -35,11 +36,35 @@ export interface BuildWorkerDeps extends PipelineDeps {
  * a broken feed or a timeout must not answer "failed" for an hour as if it were the user's.
  */
 export function startBuildWorker(deps: BuildWorkerDeps): Worker<BuildJobData> {
-  const worker = deps.queue.createWorker((job) => processJob(job, deps), {
-    concurrency: Math.max(1, deps.config.workers),
-    lockDurationMs: deps.config.worker_lock_duration * 1000,
-  });
+  // Reported to Redis so that any API server's /metrics shows every worker's load.
+  const workerId = `${hostname()}-${process.pid}`;
+  let active = 0;
+  const report = (): void => {
+    deps.stats.setActiveBuilds(workerId, active).catch((err: unknown) => {
+      deps.logger.warn({ err }, "could not report active builds");
+    });
+  };
+  const worker = deps.queue.createWorker(
+    async (job) => {
+      active += 1;
+      report();
+      try {
+        await processJob(job, deps);
+      } finally {
+        active -= 1;
+        report();
+      }
+    },
+    {
+      concurrency: Math.max(1, deps.config.workers),
+      lockDurationMs: deps.config.worker_lock_duration * 1000,
+    },
+  );
   worker.on("error", (err) => deps.logger.error({ err }, "worker error"));
+  report();
+  const refresh = setInterval(report, (ACTIVE_TTL_SECONDS * 1000) / 4);
+  refresh.unref();
+  worker.on("closed", () => clearInterval(refresh));
   return worker;
 }
 

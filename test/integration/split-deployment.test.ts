@@ -160,6 +160,9 @@ describe("API and workers on separate machines with the S3 store", () => {
     const metrics = await (await fetch(`${url}/metrics`)).text();
     expect(metrics).toContain('asu_builds_total{outcome="success",version="24.10.4"} 1');
     expect(metrics).toMatch(/asu_build_duration_seconds_count\{outcome="success"\} 1\n/);
+    // The worker's first build downloaded its ImageBuilder; the worker reports itself idle now.
+    expect(metrics).toContain('asu_imagebuilder_leases_total{result="download"} 1');
+    expect(metrics).toMatch(/asu_builds_active\{worker="[^"]+-\d+"\} 0\n/);
   });
 
   it("two workers share the queue: each builds, no build is done twice", async () => {
