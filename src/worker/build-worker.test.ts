@@ -128,6 +128,38 @@ describe("processJob", () => {
     expect(result?.ttl).toBeLessThan(config.build_failure_ttl);
   });
 
+  it("a full disk fails the build with a clear detail, tells the operator, and is not the user's fault", async () => {
+    // What node:fs throws when the cache or the store runs out of space mid-write.
+    const enospc = Object.assign(new Error("ENOSPC: no space left on device, write"), {
+      code: "ENOSPC",
+      syscall: "write",
+      path: path.join(tmp, "cache", "imagebuilders", "x.tar.zst"),
+    });
+    const h = harness(
+      { code: 0, stdout: "", stderr: "" },
+      {
+        imagebuilders: {
+          acquire: async () => {
+            throw enospc;
+          },
+        },
+      },
+    );
+    await expect(processJob(jobContext(2, 3), h.deps)).rejects.toThrow(/ENOSPC/);
+    const [result] = h.results;
+    expect(result?.status).toBe(500);
+    expect(result?.body.detail).toBe(
+      "Error: The server ran out of disk space for this build. Please try again later; the server operator has been told.",
+    );
+    // A server fault: kept briefly, never for build_failure_ttl.
+    expect(result?.ttl).toBeLessThanOrEqual(300);
+    // The operator's log line names the problem and the place, at error level.
+    const line = h.logs.find((l) => l.level === "error" && /disk full/.test(l.msg));
+    expect(line?.obj).toMatchObject({ path: enospc.path });
+    // Host paths stay out of what the user sees.
+    expect(JSON.stringify(result?.body)).not.toContain(tmp);
+  });
+
   it("caches a real impossible selection for build_failure_ttl", async () => {
     const h = harness({
       code: 1,

@@ -99,13 +99,22 @@ export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): P
     // Bad signatures, tampered archives and timeouts fail the same way on every attempt.
     const retryable = err instanceof BuildError ? err.retryable : !userFault && isRetryable(err);
     const lastAttempt = job.attemptsMade + 1 >= job.maxAttempts;
-    const detail =
-      err instanceof BuildError
+    const diskFull = isDiskFull(err);
+    const detail = diskFull
+      ? "Error: The server ran out of disk space for this build. Please try again later; the server operator has been told."
+      : err instanceof BuildError
         ? err.detail
         : err instanceof AsuError
           ? // ImageBuilder and upstream failures: the server's problem, said so plainly.
             `Error: Could not prepare the ImageBuilder: ${err.detail}. Please try again later or tell the server operator.`
           : "Error: The build failed unexpectedly. Please try again later.";
+    if (diskFull) {
+      const { path: where, syscall } = err as NodeJS.ErrnoException;
+      logger.error(
+        { ...facts, path: where, syscall },
+        "disk full: free space in cache_path or the store (asu gc)",
+      );
+    }
     // Never the build output: one request with 1,000 bogus packages made a 566 KB log line.
     logger.warn({ ...facts, err: logSummary(err), userFault, retryable, lastAttempt }, "build failed");
     if (!retryable || lastAttempt) {
@@ -142,4 +151,13 @@ function logSummary(err: unknown): Record<string, unknown> {
     return { type: err.name, message: err.message.slice(0, 1000), stack: err.stack?.slice(0, 2000) };
   }
   return { message: String(err).slice(0, 1000) };
+}
+
+/** ENOSPC (or EDQUOT) anywhere in the error's cause chain: the cache or the store is full. */
+function isDiskFull(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOSPC" || code === "EDQUOT") return true;
+  }
+  return false;
 }
