@@ -6,6 +6,7 @@ import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { gunzipSync } from "node:zlib";
 import { BuildError } from "../shared/errors.js";
+import { describeError } from "./imagebuilder-errors.js";
 import {
   isSafeFileName,
   packageClosure,
@@ -255,7 +256,7 @@ export class FeedStager {
     try {
       return await this.fetch(url, { signal: combined, redirect: "follow" });
     } catch (err) {
-      throw new Error(`could not fetch ${url}: ${describe(err)}`);
+      throw new Error(`could not fetch ${url}: ${describeError(err)}`);
     }
   }
 
@@ -373,9 +374,4 @@ async function mapLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<v
     while (next < items.length) await fn(items[next++] as T);
   });
   await Promise.all(workers);
-}
-
-function describe(err: unknown): string {
-  const e = err as Error & { cause?: Error };
-  return e.cause?.message ? `${e.message} (${e.cause.message})` : e.message;
 }

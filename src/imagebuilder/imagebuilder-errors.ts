@@ -47,6 +47,13 @@ export class ImageBuilderUnpackError extends ImageBuilderError {
   }
 }
 
+/** An error's message, with the cause fetch hides behind "fetch failed". */
+export function describeError(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const cause = err.cause instanceof Error ? `: ${err.cause.message}` : "";
+  return `${err.message}${cause}`;
+}
+
 /**
  * Whether the worker should retry a job that failed with `err`: ImageBuilder errors say so
  * themselves, other AsuErrors are the request's fault, and anything unexpected (EIO, a bug)

@@ -12,6 +12,7 @@ import { ValidationError } from "../shared/errors.js";
 import { verifyMessage } from "../shared/usign.js";
 import { checkArchiveEntries, parseTarListing, type ArchiveCheck } from "./archive-listing.js";
 import {
+  describeError,
   ImageBuilderError,
   ImageBuilderNotFoundError,
   ImageBuilderUnavailableError,
@@ -329,7 +330,7 @@ export class ImageBuilderManager {
       return Buffer.concat(chunks);
     } catch (err) {
       if (err instanceof ImageBuilderError) throw err;
-      throw new ImageBuilderUnavailableError(`could not fetch ${url}: ${describe(err)}`);
+      throw new ImageBuilderUnavailableError(`could not fetch ${url}: ${describeError(err)}`);
     }
   }
 
@@ -350,7 +351,7 @@ export class ImageBuilderManager {
           try {
             listener(stage);
           } catch (err) {
-            this.logger.warn(`onStage callback failed: ${describe(err)}`);
+            this.logger.warn(`onStage callback failed: ${describeError(err)}`);
           }
         }
       };
@@ -401,7 +402,7 @@ export class ImageBuilderManager {
         try {
           await this.prepare(root);
         } catch (err) {
-          this.logger.warn(`ImageBuilder ${archiveName} could not be prepared: ${describe(err)}`);
+          this.logger.warn(`ImageBuilder ${archiveName} could not be prepared: ${describeError(err)}`);
           throw err;
         }
         this.logger.info(
@@ -475,9 +476,9 @@ export class ImageBuilderManager {
       if (err instanceof ImageBuilderError) throw err;
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "ENOSPC" || code === "EDQUOT") {
-        throw new ImageBuilderUnpackError(`could not save ${url}: ${describe(err)}`);
+        throw new ImageBuilderUnpackError(`could not save ${url}: ${describeError(err)}`);
       }
-      throw new ImageBuilderUnavailableError(`could not download ${url}: ${describe(err)}`);
+      throw new ImageBuilderUnavailableError(`could not download ${url}: ${describeError(err)}`);
     }
     const digest = hash.digest("hex");
     if (digest !== revision.sha256) {
@@ -516,7 +517,7 @@ export class ImageBuilderManager {
     try {
       check = checkArchiveEntries(parseTarListing(result.stdout), this.maxUnpackedBytes);
     } catch (err) {
-      throw unsafe(describe(err));
+      throw unsafe(describeError(err));
     }
     if (!check.ok) throw unsafe(check.reason);
     return check.topDir;
@@ -615,7 +616,7 @@ export class ImageBuilderManager {
       try {
         await this.gcKey(revision.keyDir);
       } catch (err) {
-        this.logger.warn(`ImageBuilder gc after release failed: ${describe(err)}`);
+        this.logger.warn(`ImageBuilder gc after release failed: ${describeError(err)}`);
       }
     };
     return {
@@ -661,7 +662,7 @@ export class ImageBuilderManager {
     if (!outcome.locked) return [];
     for (const dir of outcome.value.trash) {
       await rm(dir, { recursive: true, force: true }).catch((err: unknown) =>
-        this.logger.warn(`could not delete ${dir}: ${describe(err)}`),
+        this.logger.warn(`could not delete ${dir}: ${describeError(err)}`),
       );
     }
     for (const dir of outcome.value.removed) this.logger.info(`removed unused ImageBuilder ${dir}`);
@@ -765,11 +766,4 @@ function exitText(result: { code: number | null; signal: string | null; timedOut
 
 function lastLines(text: string): string {
   return text.trim().split("\n").slice(-5).join("\n");
-}
-
-/** An error's message, with the cause fetch hides behind "fetch failed". */
-function describe(err: unknown): string {
-  if (!(err instanceof Error)) return String(err);
-  const cause = err.cause instanceof Error ? `: ${err.cause.message}` : "";
-  return `${err.message}${cause}`;
 }
