@@ -114,11 +114,26 @@ function checkSignal(file: string, signal: AbortSignal | undefined): void {
 export async function readOpened(file: OpenedFile, maxBytes: number, signal?: AbortSignal): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
+  for await (const chunk of chunksOf(file, maxBytes, signal)) {
+    // chunksOf reuses its buffer: keep a copy.
+    chunks.push(Buffer.from(chunk));
+    total += chunk.length;
+  }
+  return Buffer.concat(chunks, total);
+}
+
+/**
+ * The file's bytes from its start, chunk by chunk into one reused buffer: each chunk is valid
+ * until the next is read. Fails once more than `maxBytes` came (it may have grown since
+ * fstat), or when `signal` fires between chunks.
+ */
+async function* chunksOf(file: OpenedFile, maxBytes: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  const buf = Buffer.allocUnsafe(Math.min(CHUNK, maxBytes + 1));
+  let total = 0;
   for (;;) {
     checkSignal(file.name, signal);
-    const buf = Buffer.allocUnsafe(Math.min(CHUNK, maxBytes + 1 - total));
     const { bytesRead } = await file.handle.read(buf, 0, buf.length, total);
-    if (bytesRead === 0) break;
+    if (bytesRead === 0) return;
     total += bytesRead;
     if (total > maxBytes) {
       throw new UnsafeFileError(
@@ -127,9 +142,8 @@ export async function readOpened(file: OpenedFile, maxBytes: number, signal?: Ab
         `${file.name} is larger than the limit of ${maxBytes} bytes`,
       );
     }
-    chunks.push(buf.subarray(0, bytesRead));
+    yield buf.subarray(0, bytesRead);
   }
-  return Buffer.concat(chunks, total);
 }
 
 /** openRegularFile + readOpened + close. */
@@ -161,20 +175,8 @@ export async function copyOpened(
   const hash = createHash("sha256");
   let total = 0;
   try {
-    const buf = Buffer.allocUnsafe(CHUNK);
-    for (;;) {
-      checkSignal(file.name, signal);
-      const { bytesRead } = await file.handle.read(buf, 0, buf.length, total);
-      if (bytesRead === 0) break;
-      total += bytesRead;
-      if (total > maxBytes) {
-        throw new UnsafeFileError(
-          file.name,
-          "too_large",
-          `${file.name} is larger than the limit of ${maxBytes} bytes`,
-        );
-      }
-      const chunk = buf.subarray(0, bytesRead);
+    for await (const chunk of chunksOf(file, maxBytes, signal)) {
+      total += chunk.length;
       hash.update(chunk);
       let written = 0;
       while (written < chunk.length) {
