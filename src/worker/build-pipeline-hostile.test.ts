@@ -39,16 +39,7 @@ const IMAGE = `${PREFIX}-squashfs-sysupgrade.bin`;
 const FIRMWARE = Buffer.from("firmware bytes\n");
 const REVISION = "r28427-6df0e3d02a";
 
-interface Ws {
-  dir: string;
-  binDir: string;
-  filesDir: string;
-  privateDir: string;
-  feedsDir: string;
-  root: string;
-  readOnlyDirs: string[];
-  dispose(): Promise<void>;
-}
+type Ws = Awaited<ReturnType<typeof fakeWorkspace>>;
 
 type Step = (ws: Ws, args: string[]) => Promise<{ code?: number; stdout?: string; stderr?: string } | void>;
 
