@@ -4,7 +4,7 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "../shared/errors.js";
 import { generateKeyPair } from "../shared/usign.js";
-import { loadConfig } from "./config.js";
+import { loadConfig, RawConfigSchema } from "./config.js";
 import { parseDuration } from "./duration.js";
 
 function tempDir(): string {
@@ -51,6 +51,15 @@ describe("loadConfig", () => {
       log_level: "info",
     });
     expect(config.redis_url).toBeUndefined();
+  });
+
+  it("gives every key with a default in the schema a value, so a new key needs no assembly code", () => {
+    const config = loadConfig({ cwd: tempDir(), env: {} }) as unknown as Record<string, unknown>;
+    const defaulted = Object.entries(RawConfigSchema.properties).filter(([, schema]) => "default" in schema);
+    expect(defaulted.length).toBeGreaterThan(20);
+    for (const [key] of defaulted) expect(config[key], key).toBeDefined();
+    expect(config.store_backend).toBe("local");
+    expect(config.shutdown_timeout).toBe(30);
   });
 
   it("reads the Python server's keys from asu.toml", () => {

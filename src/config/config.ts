@@ -2,7 +2,7 @@ import { accessSync, constants as fsConstants, existsSync, readFileSync, statSyn
 import { isIP } from "node:net";
 import path from "node:path";
 import { parse as parseToml } from "smol-toml";
-import Type, { type Static, type TSchema } from "typebox";
+import Type, { type Static, type TOptional, type TSchema } from "typebox";
 import { Value } from "typebox/value";
 import { ConfigError } from "../shared/errors.js";
 import { parseSecretKey } from "../shared/usign.js";
@@ -38,51 +38,92 @@ const BranchSchema = Type.Object(
   { additionalProperties: false },
 );
 
-const Duration = Type.Union([Type.String(), Type.Number()]);
+const DurationSchema = () => Type.Union([Type.String(), Type.Number()]);
 
-/** The keys of asu.toml: upstream ASU's keys first, then asu-ts's own. */
+/**
+ * How loadConfig turns a key's asu.toml value into its AsuConfig value: a duration becomes
+ * seconds, a path is resolved against the working folder; anything else is used as written.
+ */
+type KeyKind = "duration" | "path";
+
+/** An optional key with its default; the default is written as in asu.toml. */
+type Defaulted<T extends TSchema, K extends KeyKind | undefined> = TOptional<T> & {
+  default: Static<T>;
+  "x-asu-kind": K;
+};
+
+function withDefault<T extends TSchema, K extends KeyKind | undefined = undefined>(
+  schema: T,
+  value: Static<T>,
+  kind?: K,
+): Defaulted<T, K> {
+  const optional = Type.Optional(schema);
+  return Object.assign(optional, { default: value, "x-asu-kind": kind }) as Defaulted<T, K>;
+}
+
+const duration = (value: string) => withDefault(DurationSchema(), value, "duration");
+
+/**
+ * The keys of asu.toml: upstream ASU's keys first, then asu-ts's own. A key with a default
+ * (`withDefault`) appears in AsuConfig under its own name; adding one is one line here plus
+ * its line in the README. Keys without a default are resolved by hand in loadConfig.
+ */
 export const RawConfigSchema = Type.Object(
   {
-    upstream_url: Type.Optional(Type.String()),
-    public_path: Type.Optional(Type.String({ minLength: 1 })),
+    upstream_url: withDefault(Type.String(), "https://downloads.openwrt.org"),
+    public_path: withDefault(Type.String({ minLength: 1 }), "public", "path"),
+    /** Unset means "use localhost:6379, or start an embedded redis-server if none answers". */
     redis_url: Type.Optional(Type.String()),
-    allow_defaults: Type.Optional(Type.Boolean()),
-    max_custom_rootfs_size_mb: Type.Optional(Type.Integer({ minimum: 1 })),
-    max_defaults_length: Type.Optional(Type.Integer({ minimum: 0 })),
-    repository_allow_list: Type.Optional(Type.Array(Type.String())),
-    max_pending_jobs: Type.Optional(Type.Integer({ minimum: 0 })),
-    job_timeout: Type.Optional(Duration),
-    build_ttl: Type.Optional(Duration),
-    build_ttl_unversioned: Type.Optional(Duration),
-    build_defaults_ttl: Type.Optional(Duration),
-    build_failure_ttl: Type.Optional(Duration),
-    server_stats: Type.Optional(Type.String()),
-    log_level: Type.Optional(Type.String()),
+    allow_defaults: withDefault(Type.Boolean(), false),
+    max_custom_rootfs_size_mb: withDefault(Type.Integer({ minimum: 1 }), 1024),
+    max_defaults_length: withDefault(Type.Integer({ minimum: 0 }), 20480),
+    repository_allow_list: withDefault(Type.Array(Type.String()), []),
+    max_pending_jobs: withDefault(Type.Integer({ minimum: 0 }), 200),
+    // Durations: "90s", "10m", "24h", "7d" or seconds; AsuConfig holds seconds.
+    job_timeout: duration("10m"),
+    build_ttl: duration("7d"),
+    build_ttl_unversioned: duration("24h"),
+    build_defaults_ttl: duration("30m"),
+    build_failure_ttl: duration("1h"),
+    server_stats: withDefault(Type.String(), "/stats"),
+    log_level: withDefault(Type.String(), "info"),
     branches: Type.Optional(Type.Record(Type.String(), BranchSchema)),
     // asu-ts keys
-    host: Type.Optional(Type.String({ minLength: 1 })),
-    port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
-    workers: Type.Optional(Type.Integer({ minimum: 0, maximum: 64 })),
-    runner: Type.Optional(Type.Union([Type.Literal("native"), Type.Literal("podman")])),
-    allow_unsandboxed: Type.Optional(Type.Boolean()),
-    require_signatures: Type.Optional(Type.Boolean()),
-    cache_path: Type.Optional(Type.String({ minLength: 1 })),
+    host: withDefault(Type.String({ minLength: 1 }), "127.0.0.1"),
+    port: withDefault(Type.Integer({ minimum: 0, maximum: 65535 }), 8000),
+    workers: withDefault(Type.Integer({ minimum: 0, maximum: 64 }), 1),
+    runner: withDefault(Type.Union([Type.Literal("native"), Type.Literal("podman")]), "native"),
+    allow_unsandboxed: withDefault(Type.Boolean(), false),
+    require_signatures: withDefault(Type.Boolean(), false),
+    cache_path: withDefault(Type.String({ minLength: 1 }), "var/cache", "path"),
     signing_key: Type.Optional(Type.String()),
+    // The ucert certificate of signing_key (upstream's key-build.ucert). With it, images that
+    // carry fwtool metadata get an embedded signature that the router's sysupgrade checks;
+    // without it, images get only the detached <image>.sig (docs/decisions/002).
     signing_cert: Type.Optional(Type.String()),
     signing_tools_dir: Type.Optional(Type.String()),
-    build_rate_limit: Type.Optional(Type.Integer({ minimum: 0 })),
-    max_log_bytes: Type.Optional(Type.Integer({ minimum: 1024 })),
-    store_max_bytes: Type.Optional(Type.Integer({ minimum: 0 })),
-    redis_prefix: Type.Optional(Type.String({ pattern: "^[\\w.-]+$" })),
-    worker_lock_duration: Type.Optional(Duration),
-    shutdown_timeout: Type.Optional(Duration),
+    /** New (uncached) builds per client address per minute; 0 turns the limit off. */
+    build_rate_limit: withDefault(Type.Integer({ minimum: 0 }), 30),
+    /** Cap on captured stdout/stderr per command. */
+    max_log_bytes: withDefault(Type.Integer({ minimum: 1024 }), 4 * 1024 * 1024),
+    /** Disk budget for the store; 0 = none (expired builds are still removed). */
+    store_max_bytes: withDefault(Type.Integer({ minimum: 0 }), 0),
+    /** Prefix of every Redis key, so several servers can share one Redis. */
+    redis_prefix: withDefault(Type.String({ pattern: "^[\\w.-]+$" }), "asu"),
+    /** A worker that stops renewing a build's lock this long is presumed dead; another takes the build over. */
+    worker_lock_duration: duration("30s"),
+    /** On SIGTERM/SIGINT, running builds get this long to finish before they are killed and released. */
+    shutdown_timeout: duration("30s"),
     // false, true (one proxy hop), a number of proxy hops, or proxy addresses/networks.
     trust_proxy: Type.Optional(
       Type.Union([Type.Boolean(), Type.Integer({ minimum: 0 }), Type.Array(Type.String())]),
     ),
-    imagebuilder_check_interval: Type.Optional(Duration),
-    // Where finished builds go (upstream ASU's keys): "local" is public_path/store.
-    store_backend: Type.Optional(Type.Union([Type.Literal("local"), Type.Literal("s3")])),
+    /** How often a worker asks upstream whether an ImageBuilder changed (a new snapshot). */
+    imagebuilder_check_interval: duration("1m"),
+    // Where finished builds go (upstream ASU's keys). "local": files under public_path/store,
+    // served by the API itself (API and workers must share that folder). "s3": a bucket every
+    // API server and worker reaches (decision 006).
+    store_backend: withDefault(Type.Union([Type.Literal("local"), Type.Literal("s3")]), "local"),
     s3_endpoint: Type.Optional(Type.String()),
     s3_access_key: Type.Optional(Type.String()),
     s3_secret_key: Type.Optional(Type.String()),
@@ -94,6 +135,17 @@ export const RawConfigSchema = Type.Object(
 );
 
 export type RawConfig = Static<typeof RawConfigSchema>;
+
+type ConfigKeys = typeof RawConfigSchema.properties;
+/** The keys that have a default, and so always have a value in AsuConfig. */
+type DefaultedKey = {
+  [K in keyof ConfigKeys]: ConfigKeys[K] extends { default: unknown } ? K : never;
+}[keyof ConfigKeys];
+type DurationKey = {
+  [K in keyof ConfigKeys]: ConfigKeys[K] extends { "x-asu-kind": "duration" } ? K : never;
+}[keyof ConfigKeys];
+/** Keys with a default whose AsuConfig value is not the asu.toml value as written. */
+type ResolvedKey = DurationKey | "log_level";
 
 export interface BranchConfig {
   name: string;
@@ -121,57 +173,24 @@ export type TrustProxy = false | number | string[];
 
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
 
-export interface AsuConfig {
-  upstream_url: string;
-  public_path: string;
+/** Keys with a default, as written in asu.toml (paths resolved). */
+type PlainKeys = { [K in Exclude<DefaultedKey, ResolvedKey>]: NonNullable<RawConfig[K]> };
+/** Durations, in seconds. */
+type DurationKeys = { [K in DurationKey]: number };
+
+/** The checked configuration: every key with a default, plus what loadConfig resolves by hand. */
+export interface AsuConfig extends PlainKeys, DurationKeys {
+  log_level: LogLevel;
   /** undefined means "use localhost:6379, or start an embedded redis-server if none answers". */
   redis_url?: string;
-  allow_defaults: boolean;
-  max_custom_rootfs_size_mb: number;
-  max_defaults_length: number;
-  repository_allow_list: string[];
-  max_pending_jobs: number;
-  /** Durations are in seconds. */
-  job_timeout: number;
-  build_ttl: number;
-  build_ttl_unversioned: number;
-  build_defaults_ttl: number;
-  build_failure_ttl: number;
-  server_stats: string;
-  log_level: LogLevel;
   branches: Record<string, BranchConfig>;
-  host: string;
-  port: number;
-  workers: number;
-  runner: "native" | "podman";
-  allow_unsandboxed: boolean;
-  require_signatures: boolean;
-  cache_path: string;
   signing_key?: string;
-  /**
-   * The ucert certificate of `signing_key` (upstream's key-build.ucert). With it, images that
-   * carry fwtool metadata get an embedded signature that the router's sysupgrade checks;
-   * without it, images get only the detached `<image>.sig` (docs/decisions/002).
-   */
+  /** See `signing_cert` in the schema. */
   signing_cert?: string;
   /** The folder from `signing_tools_dir`, if given; `signing_tools` holds what was found. */
   signing_tools_dir?: string;
   /** usign, ucert and fwtool, resolved at boot; set whenever `signing_cert` is. */
   signing_tools?: SigningTools;
-  /** New (uncached) builds per client address per minute; 0 turns the limit off. */
-  build_rate_limit: number;
-  /** Cap on captured stdout/stderr per command. */
-  max_log_bytes: number;
-  /** Disk budget for the store; 0 = none (expired builds are still removed). */
-  store_max_bytes: number;
-  /** Prefix of every Redis key, so several servers can share one Redis. */
-  redis_prefix: string;
-  /** A worker that stops renewing a build's lock this long is presumed dead; another takes the build over. */
-  worker_lock_duration: number;
-  /** On SIGTERM/SIGINT, running builds get this long to finish before they are killed and released. */
-  shutdown_timeout: number;
-  /** How often a worker asks upstream whether an ImageBuilder changed (a new snapshot). */
-  imagebuilder_check_interval: number;
   /**
    * Which X-Forwarded-For entries to believe, counted from the right (the entry the nearest
    * proxy appended): false = none (the socket address is the client); a number = that many
@@ -180,11 +199,6 @@ export interface AsuConfig {
   trust_proxy: TrustProxy;
   /** The asu.toml that was read, if any; hidden from builds. */
   config_file?: string;
-  /**
-   * "local": files under public_path/store, served by the API itself (API and workers must
-   * share that folder). "s3": a bucket every API server and worker reaches (decision 006).
-   */
-  store_backend: "local" | "s3";
   /** Set when store_backend is "s3". */
   s3?: S3Config;
 }
@@ -199,37 +213,6 @@ export interface S3Config {
   /** Public base URL of the bucket; without it downloads redirect to presigned URLs. */
   public_url?: string;
 }
-
-const DEFAULTS = {
-  upstream_url: "https://downloads.openwrt.org",
-  public_path: "public",
-  allow_defaults: false,
-  max_custom_rootfs_size_mb: 1024,
-  max_defaults_length: 20480,
-  repository_allow_list: [] as string[],
-  max_pending_jobs: 200,
-  job_timeout: "10m",
-  build_ttl: "7d",
-  build_ttl_unversioned: "24h",
-  build_defaults_ttl: "30m",
-  build_failure_ttl: "1h",
-  server_stats: "/stats",
-  log_level: "info",
-  host: "127.0.0.1",
-  port: 8000,
-  workers: 1,
-  runner: "native" as const,
-  allow_unsandboxed: false,
-  require_signatures: false,
-  cache_path: "var/cache",
-  build_rate_limit: 30,
-  max_log_bytes: 4 * 1024 * 1024,
-  store_max_bytes: 0,
-  redis_prefix: "asu",
-  worker_lock_duration: "30s",
-  shutdown_timeout: "30s",
-  imagebuilder_check_interval: "1m",
-};
 
 const LOG_LEVELS: Record<string, LogLevel> = {
   trace: "trace",
@@ -290,78 +273,54 @@ export function loadConfig(options: LoadConfigOptions = {}): AsuConfig {
   }
   if (problems.length > 0) throw new ConfigError(problems);
 
-  const conf = raw as RawConfig;
-  const duration = (
-    key:
-      | "job_timeout"
-      | "build_ttl"
-      | "build_ttl_unversioned"
-      | "build_defaults_ttl"
-      | "build_failure_ttl"
-      | "worker_lock_duration"
-      | "shutdown_timeout"
-      | "imagebuilder_check_interval",
-  ) => {
-    const value = conf[key] ?? DEFAULTS[key];
-    const seconds = parseDuration(value);
-    if (seconds === undefined) {
-      problems.push(`${key}: "${value}" is not a duration; write it like "30m", "24h" or "7d"`);
-      return 0;
-    }
-    return seconds;
+  // Value.Default fills in every key that has a default (copies, so [] is never shared).
+  const conf = Value.Default(RawConfigSchema, structuredClone(raw)) as RawConfig & {
+    [K in DefaultedKey]: NonNullable<RawConfig[K]>;
   };
 
-  const upstream = conf.upstream_url ?? DEFAULTS.upstream_url;
+  const plain: Record<string, unknown> = {};
+  for (const [key, schema] of Object.entries(RawConfigSchema.properties)) {
+    if (!("default" in schema)) continue;
+    const value = conf[key as DefaultedKey];
+    switch (schema["x-asu-kind"]) {
+      case "duration": {
+        const seconds = parseDuration(value as RawConfig[DurationKey] & {});
+        if (seconds === undefined) {
+          problems.push(`${key}: "${value}" is not a duration; write it like "30m", "24h" or "7d"`);
+        }
+        plain[key] = seconds ?? 0;
+        break;
+      }
+      case "path":
+        plain[key] = path.resolve(cwd, value as string);
+        break;
+      default:
+        plain[key] = value;
+    }
+  }
+
+  const upstream = conf.upstream_url;
   if (!isHttpUrl(upstream)) problems.push(`upstream_url: "${upstream}" is not an http(s) URL`);
 
-  for (const [i, entry] of (conf.repository_allow_list ?? []).entries()) {
+  for (const [i, entry] of conf.repository_allow_list.entries()) {
     if (!isHttpUrl(entry)) problems.push(`repository_allow_list[${i}]: "${entry}" is not an http(s) URL`);
   }
   if (conf.redis_url !== undefined && !/^rediss?:\/\/|^unix:\/\//.test(conf.redis_url)) {
     problems.push(`redis_url: "${conf.redis_url}" must start with redis://, rediss:// or unix://`);
   }
 
-  const levelText = (conf.log_level ?? DEFAULTS.log_level).toLowerCase();
-  const log_level = LOG_LEVELS[levelText];
+  const log_level = LOG_LEVELS[conf.log_level.toLowerCase()];
   if (!log_level) {
     problems.push(`log_level: "${conf.log_level}" is not one of ${Object.keys(LOG_LEVELS).join(", ")}`);
   }
 
-  const branches = buildBranches(conf.branches ?? {}, problems);
-
-  const config: AsuConfig = {
+  const config = {
+    ...(plain as unknown as PlainKeys & DurationKeys),
     upstream_url: upstream.replace(/\/+$/, ""),
-    public_path: path.resolve(cwd, conf.public_path ?? DEFAULTS.public_path),
-    allow_defaults: conf.allow_defaults ?? DEFAULTS.allow_defaults,
-    max_custom_rootfs_size_mb: conf.max_custom_rootfs_size_mb ?? DEFAULTS.max_custom_rootfs_size_mb,
-    max_defaults_length: conf.max_defaults_length ?? DEFAULTS.max_defaults_length,
-    repository_allow_list: conf.repository_allow_list ?? DEFAULTS.repository_allow_list,
-    max_pending_jobs: conf.max_pending_jobs ?? DEFAULTS.max_pending_jobs,
-    job_timeout: duration("job_timeout"),
-    build_ttl: duration("build_ttl"),
-    build_ttl_unversioned: duration("build_ttl_unversioned"),
-    build_defaults_ttl: duration("build_defaults_ttl"),
-    build_failure_ttl: duration("build_failure_ttl"),
-    server_stats: conf.server_stats ?? DEFAULTS.server_stats,
     log_level: log_level ?? "info",
-    branches,
-    host: conf.host ?? DEFAULTS.host,
-    port: conf.port ?? DEFAULTS.port,
-    workers: conf.workers ?? DEFAULTS.workers,
-    runner: conf.runner ?? DEFAULTS.runner,
-    allow_unsandboxed: conf.allow_unsandboxed ?? DEFAULTS.allow_unsandboxed,
-    require_signatures: conf.require_signatures ?? DEFAULTS.require_signatures,
-    cache_path: path.resolve(cwd, conf.cache_path ?? DEFAULTS.cache_path),
-    build_rate_limit: conf.build_rate_limit ?? DEFAULTS.build_rate_limit,
-    max_log_bytes: conf.max_log_bytes ?? DEFAULTS.max_log_bytes,
-    store_max_bytes: conf.store_max_bytes ?? DEFAULTS.store_max_bytes,
-    redis_prefix: conf.redis_prefix ?? DEFAULTS.redis_prefix,
-    worker_lock_duration: duration("worker_lock_duration"),
-    shutdown_timeout: duration("shutdown_timeout"),
+    branches: buildBranches(conf.branches ?? {}, problems),
     trust_proxy: trustProxy(conf.trust_proxy, problems),
-    imagebuilder_check_interval: duration("imagebuilder_check_interval"),
-    store_backend: conf.store_backend ?? "local",
-  };
+  } satisfies AsuConfig as AsuConfig;
   if (existsSync(file)) config.config_file = file;
   if (conf.redis_url !== undefined) config.redis_url = conf.redis_url;
   Object.assign(config, signingSetup(conf, cwd, env, problems));
