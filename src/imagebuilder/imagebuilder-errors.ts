@@ -1,4 +1,7 @@
-import { AsuError } from "../shared/errors.js";
+import { AsuError, isRetryable } from "../shared/errors.js";
+
+// The retry rule lives with AsuError; re-exported for the ImageBuilder's callers and tests.
+export { isRetryable };
 
 /**
  * Failures while getting an ImageBuilder. `retryable` tells the worker whether a later
@@ -8,10 +11,8 @@ import { AsuError } from "../shared/errors.js";
  *   archive-safety check; trying again fetches the same bad bytes. The operator must act.
  */
 export class ImageBuilderError extends AsuError {
-  readonly retryable: boolean;
   constructor(status: number, code: string, detail: string, retryable: boolean) {
-    super(status, code, detail);
-    this.retryable = retryable;
+    super(status, code, detail, {}, { retryable });
   }
 }
 
@@ -52,17 +53,6 @@ export function describeError(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
   const cause = err.cause instanceof Error ? `: ${err.cause.message}` : "";
   return `${err.message}${cause}`;
-}
-
-/**
- * Whether the worker should retry a job that failed with `err`: ImageBuilder errors say so
- * themselves, other AsuErrors are the request's fault, and anything unexpected (EIO, a bug)
- * gets the benefit of the doubt.
- */
-export function isRetryable(err: unknown): boolean {
-  if (err instanceof ImageBuilderError) return err.retryable;
-  if (err instanceof AsuError) return false;
-  return true;
 }
 
 /**

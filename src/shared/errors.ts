@@ -8,15 +8,47 @@ export class AsuError extends Error {
   readonly code: string;
   readonly detail: string;
   readonly extra: Record<string, unknown>;
+  /**
+   * The request's own fault (impossible selection, bad input): the worker keeps the failure
+   * for build_failure_ttl. Otherwise the server's, kept only briefly. Default: a 4xx status.
+   */
+  readonly userFault: boolean;
+  /**
+   * Whether a later attempt of the same build could succeed (BullMQ's UnrecoverableError
+   * idea): the worker retries exactly these. Default: no; the classes that can say yes
+   * (BuildError, ImageBuilderError) decide it where the failure is known.
+   */
+  readonly retryable: boolean;
 
-  constructor(status: number, code: string, detail: string, extra: Record<string, unknown> = {}) {
+  constructor(
+    status: number,
+    code: string,
+    detail: string,
+    extra: Record<string, unknown> = {},
+    fault: { userFault?: boolean; retryable?: boolean } = {},
+  ) {
     super(detail);
     this.name = new.target.name;
     this.status = status;
     this.code = code;
     this.detail = detail;
     this.extra = extra;
+    this.userFault = fault.userFault ?? status < 500;
+    this.retryable = fault.retryable ?? false;
   }
+}
+
+/**
+ * The one retry rule of the worker: an AsuError says whether it is retryable; anything
+ * unexpected (EIO, a bug) gets the benefit of the doubt.
+ */
+export function isRetryable(err: unknown): boolean {
+  return err instanceof AsuError ? err.retryable : true;
+}
+
+/** Whether a failure is the request's fault (see AsuError.userFault); unexpected errors are not. */
+export function isUserFault(err: unknown): boolean {
+  return err instanceof AsuError && err.userFault;
 }
 
 /** 400: the request is well-formed but does not match what upstream publishes. */
@@ -67,16 +99,18 @@ export class UpstreamError extends AsuError {
  * (impossible package selection, image too big, revision mismatch).
  */
 export class BuildError extends AsuError {
-  readonly userFault: boolean;
-  /** Whether another attempt could succeed; by default only failures that are not the user's. */
-  readonly retryable: boolean;
+  /** `retryable` defaults to "not the user's fault". */
   constructor(
     detail: string,
     opts: { userFault: boolean; retryable?: boolean; stdout?: string; stderr?: string } = { userFault: true },
   ) {
-    super(500, "build_failed", detail, { stdout: opts.stdout ?? "", stderr: opts.stderr ?? "" });
-    this.userFault = opts.userFault;
-    this.retryable = opts.retryable ?? !opts.userFault;
+    super(
+      500,
+      "build_failed",
+      detail,
+      { stdout: opts.stdout ?? "", stderr: opts.stderr ?? "" },
+      { userFault: opts.userFault, retryable: opts.retryable ?? !opts.userFault },
+    );
   }
 }
 

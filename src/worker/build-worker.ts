@@ -3,8 +3,7 @@ import type { Worker } from "bullmq";
 import type { AsuConfig } from "../config/config.js";
 import { UnrecoverableError, type BuildJobContext, type BuildQueue } from "../queue/build-queue.js";
 import type { BuildJobData } from "../queue/build-job.js";
-import { isRetryable } from "../imagebuilder/imagebuilder-errors.js";
-import { AsuError, BuildError } from "../shared/errors.js";
+import { AsuError, BuildError, isRetryable, isUserFault } from "../shared/errors.js";
 import { ACTIVE_TTL_SECONDS, type Stats } from "../stats/stats.js";
 import { DEFAULT_LIMITS, runBuildPipeline, tail, type PipelineDeps } from "./build-pipeline.js";
 import { checkJob } from "./job-check.js";
@@ -95,9 +94,10 @@ export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): P
       makeMs: result.makeMs,
     });
   } catch (err) {
-    const userFault = err instanceof BuildError ? err.userFault : err instanceof AsuError && err.status < 500;
-    // Bad signatures, tampered archives and timeouts fail the same way on every attempt.
-    const retryable = err instanceof BuildError ? err.retryable : !userFault && isRetryable(err);
+    // Decided by the error's type (AsuError.userFault, .retryable): bad signatures, tampered
+    // archives and timeouts fail the same way on every attempt.
+    const userFault = isUserFault(err);
+    const retryable = isRetryable(err);
     const lastAttempt = job.attemptsMade + 1 >= job.maxAttempts;
     const diskFull = isDiskFull(err);
     const detail = diskFull
