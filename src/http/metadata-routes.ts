@@ -87,9 +87,7 @@ async function targetArch(
   resolved: ResolvedVersion,
   target: string,
 ): Promise<string> {
-  let targets = await upstream.getTargets(resolved.path);
-  if (!targets || !Object.hasOwn(targets, target))
-    targets = await upstream.getTargets(resolved.path, { reload: true });
+  const targets = await upstream.lookupTargets(resolved.path, (t) => Object.hasOwn(t, target));
   if (!targets) {
     throw new NotFoundError(
       `Unknown version: ${resolved.version}. The download server publishes no targets for it (yet).`,
@@ -104,13 +102,19 @@ async function targetArch(
   return arch;
 }
 
+/** The target's profiles.json, reloaded once when missing or without `name`; 404 when not published. */
 async function profilesOf(
   upstream: UpstreamClient,
   resolved: ResolvedVersion,
   target: string,
+  name?: string,
 ): Promise<ProfilesJson> {
   await targetArch(upstream, resolved, target);
-  const profiles = await upstream.getProfiles(resolved.path, target);
+  const profiles = await upstream.lookupProfiles(
+    resolved.path,
+    target,
+    (p) => name === undefined || resolveProfile(p, name) !== undefined,
+  );
   if (!profiles) {
     throw new NotFoundError(
       `Unknown target: ${target}. Version ${resolved.version} lists it, but its profiles.json is not published (yet). Try again later.`,
@@ -312,15 +316,8 @@ export function registerMetadataRoutes(app: FastifyInstance, deps: MetadataDeps)
           return { architecture: index.architecture, packages: index.packages };
         }
         const name = file.slice(0, -".json".length);
-        let profiles = await profilesOf(upstream, resolved, target);
-        let id = resolveProfile(profiles, name);
-        if (id === undefined) {
-          const reloaded = await upstream.getProfiles(resolved.path, target, { reload: true });
-          if (reloaded) {
-            profiles = reloaded;
-            id = resolveProfile(profiles, name);
-          }
-        }
+        const profiles = await profilesOf(upstream, resolved, target, name);
+        const id = resolveProfile(profiles, name);
         if (id === undefined) {
           throw new NotFoundError(
             `Unknown profile: ${name}. ${target} in ${version} has no such profile or supported device.`,
@@ -332,12 +329,11 @@ export function registerMetadataRoutes(app: FastifyInstance, deps: MetadataDeps)
       if (kind === "packages" && a?.endsWith("-index.json") && b === undefined) {
         const arch = a.slice(0, -"-index.json".length);
         const resolved = await resolveOr404(catalog, version);
-        let targets = await upstream.getTargets(resolved.path);
-        let target = targetWithArch(targets, arch);
-        if (target === undefined) {
-          targets = await upstream.getTargets(resolved.path, { reload: true });
-          target = targetWithArch(targets, arch);
-        }
+        const targets = await upstream.lookupTargets(
+          resolved.path,
+          (t) => targetWithArch(t, arch) !== undefined,
+        );
+        const target = targetWithArch(targets, arch);
         if (target === undefined) {
           throw new NotFoundError(`Unknown architecture: ${arch}. No target of ${version} uses it.`);
         }

@@ -61,9 +61,7 @@ export async function validateRequest(
   const resolved = await catalog.resolve(req.version);
   const { branch, path, pathPackages } = resolved;
 
-  let targets = await upstream.getTargets(path);
-  if (!targets || !Object.hasOwn(targets, req.target))
-    targets = await upstream.getTargets(path, { reload: true });
+  const targets = await upstream.lookupTargets(path, (t) => Object.hasOwn(t, req.target));
   if (!targets) {
     throw new ValidationError(
       `Unsupported version: ${req.version}. The download server publishes no targets for it (yet). Please choose another version or try again later.`,
@@ -71,12 +69,12 @@ export async function validateRequest(
   }
   if (!Object.hasOwn(targets, req.target)) throw unsupportedTarget(req.target);
 
-  let profilesJson = await upstream.getProfiles(path, req.target);
-  let profile = profilesJson ? resolveProfile(profilesJson, req.profile) : undefined;
-  if (profile === undefined) {
-    profilesJson = await upstream.getProfiles(path, req.target, { reload: true });
-    profile = profilesJson ? resolveProfile(profilesJson, req.profile) : undefined;
-  }
+  const profilesJson = await upstream.lookupProfiles(
+    path,
+    req.target,
+    (p) => resolveProfile(p, req.profile) !== undefined,
+  );
+  const profile = profilesJson ? resolveProfile(profilesJson, req.profile) : undefined;
   // .targets.json lists the target but its profiles.json is not there: still being uploaded.
   if (!profilesJson) throw unsupportedTarget(req.target);
   if (profile === undefined) throw unsupportedProfile(req, profilesJson);

@@ -150,6 +150,38 @@ describe("UpstreamClient reload on a miss", () => {
     );
   });
 
+  it("lookupTargets reloads once only when the cached copy lacks what is asked for", async () => {
+    const c = client();
+    const path = "releases/23.05.4";
+    await c.getTargets(path);
+    clock += 10_000;
+    expect(await c.lookupTargets(path, (t) => Object.hasOwn(t, "ath79/generic"))).toBeDefined();
+    expect(upstream.count(`${path}/.targets.json`)).toBe(1);
+    const targets = await c.lookupTargets(path, (t) => Object.hasOwn(t, "new/target"));
+    expect(targets && Object.hasOwn(targets, "new/target")).toBe(false);
+    expect(upstream.count(`${path}/.targets.json`)).toBe(2);
+  });
+
+  it("lookupProfiles finds a profile added since the first fetch", async () => {
+    const c = client();
+    const path = "releases/23.05.4";
+    const doc = (profiles: object) => ({
+      arch_packages: "mipsel_24kc",
+      target: "ramips/mt7621",
+      version_code: "r1",
+      version_number: "23.05.4",
+      profiles,
+    });
+    upstream.set(`${path}/targets/ramips/mt7621/profiles.json`, doc({}));
+    const has = (p: { profiles: object }) => Object.hasOwn(p.profiles, "new_router");
+    expect(await c.lookupProfiles(path, "ramips/mt7621", has)).toMatchObject({ profiles: {} });
+    upstream.set(`${path}/targets/ramips/mt7621/profiles.json`, doc({ new_router: { images: [] } }));
+    clock += 10_000;
+    expect(await c.lookupProfiles(path, "ramips/mt7621", has)).toMatchObject({
+      profiles: { new_router: {} },
+    });
+  });
+
   it("refresh() says whether it asked the server, invalidate() marks documents stale", async () => {
     const c = client();
     await c.getVersions();

@@ -43,6 +43,19 @@ export interface GetOptions {
   reload?: boolean;
 }
 
+/**
+ * "Reload the document once on a miss", written once: a version, target or profile a client
+ * names but the cached copy lacks may have been published since (GetOptions.reload).
+ */
+async function reloadOnMiss<T>(
+  get: (opts: GetOptions) => Promise<T | undefined>,
+  has: (doc: T) => boolean,
+): Promise<T | undefined> {
+  const cached = await get({});
+  if (cached !== undefined && has(cached)) return cached;
+  return get({ reload: true });
+}
+
 /** Feeds every OpenWrt release has; used when `feeds.buildinfo` is missing. */
 export const DEFAULT_FEEDS: readonly string[] = ["base", "luci", "packages", "routing", "telephony"];
 
@@ -137,6 +150,27 @@ export class UpstreamClient {
   async getTargets(path: string, opts: GetOptions = {}): Promise<TargetsJson | undefined> {
     return (await this.getChecked(`${path}/.targets.json`, TargetsJsonSchema, opts)) as
       TargetsJson | undefined;
+  }
+
+  /**
+   * `{path}/.targets.json` when it lists what `has` looks for. On a miss (no document, or
+   * `has` false) it is reloaded once, so a target published since the last fetch works
+   * without a restart; the reloaded document (or undefined) is returned either way.
+   */
+  async lookupTargets(
+    path: string,
+    has: (targets: TargetsJson) => boolean,
+  ): Promise<TargetsJson | undefined> {
+    return reloadOnMiss((opts) => this.getTargets(path, opts), has);
+  }
+
+  /** `{path}/targets/{target}/profiles.json`, reloaded once on a miss as `lookupTargets`. */
+  async lookupProfiles(
+    path: string,
+    target: string,
+    has: (profiles: ProfilesJson) => boolean,
+  ): Promise<ProfilesJson | undefined> {
+    return reloadOnMiss((opts) => this.getProfiles(path, target, opts), has);
   }
 
   /** `{path}/targets/{target}/profiles.json`; undefined when the target is not published. */
