@@ -41,7 +41,7 @@ export const STATS_PAGE_SCRIPT = String.raw`"use strict";
       type: "bar",
       data: {
         labels: rows.map(function (r) { return r.name; }),
-        datasets: [{ label: label, data: rows.map(function (r) { return r.count; }), backgroundColor: color }],
+        datasets: [{ label: label, data: rows.map(function (r) { return r.count; }), backgroundColor: color, maxBarThickness: 28 }],
       },
       options: { indexAxis: "y", plugins: { legend: { display: false } }, scales: { x: { beginAtZero: true, ticks: { precision: 0 } } } },
     });

@@ -38,6 +38,9 @@ td.detail { font: .85rem ui-monospace, SFMono-Regular, Menlo, Consolas, monospac
 .problem { color: var(--bad); }
 `;
 
+/** A bar-chart icon, so browsers do not ask for a /favicon.ico this server does not have. */
+const STATS_ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#00618f"/><path d="M3 13V8h2v5zm4 0V4h2v9zm4 0V6h2v7z" fill="#fff"/></svg>`;
+
 function statsPageHtml(): string {
   const tile = (id: string, label: string) =>
     `<div class="tile"><div class="value" id="${id}">–</div><div class="label">${escapeHtml(label)}</div></div>`;
@@ -47,6 +50,7 @@ function statsPageHtml(): string {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Statistics: OpenWrt Attended Sysupgrade server ${escapeHtml(VERSION)}</title>
+<link rel="icon" href="/stats/icon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="/stats/stats.css">
 <script src="/stats/chart.umd.min.js" defer></script>
 <script src="/stats/stats.js" defer></script>
@@ -141,6 +145,9 @@ export function registerStatsPage(app: FastifyInstance): void {
   );
   app.get("/stats/stats.js", { schema: { hide: true } }, async (_request, reply) =>
     asset(reply, "text/javascript; charset=utf-8", STATS_PAGE_SCRIPT),
+  );
+  app.get("/stats/icon.svg", { schema: { hide: true } }, async (_request, reply) =>
+    asset(reply, "image/svg+xml", STATS_ICON_SVG),
   );
   app.get("/stats/chart.umd.min.js", { schema: { hide: true } }, async (_request, reply) =>
     asset(reply, "text/javascript; charset=utf-8", await chartLibrary()),
