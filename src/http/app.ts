@@ -19,6 +19,7 @@ import { BuildService } from "./build-service.js";
 import { registerErrorHandler } from "./error-handler.js";
 import { registerHealthRoutes } from "./health-routes.js";
 import { registerMetadataRoutes } from "./metadata-routes.js";
+import { registerStatsRoutes } from "./stats-routes.js";
 import { registerStoreRoutes } from "./store-routes.js";
 import { fastifyTrustProxy } from "./trust-proxy.js";
 
@@ -98,6 +99,7 @@ export async function createApp(deps: AppDeps): Promise<AsuApp> {
   registerBuildRoutes(app, buildService);
   registerStoreRoutes(app, deps.store);
   registerMetadataRoutes(app, deps);
+  registerStatsRoutes(app, { stats: deps.stats, queue: deps.queue });
   registerHealthRoutes(app, {
     queue: deps.queue,
     upstream: deps.upstream,

@@ -117,6 +117,7 @@ ${data.queueLength !== undefined ? `<dt>Builds waiting now</dt><dd>${escapeHtml(
 <ul class="links">
 <li><a href="/docs">Interactive API documentation</a> (<a href="/openapi.json">OpenAPI document</a>)</li>
 <li><a href="/json/v1/overview.json">/json/v1/overview.json</a>: branches, versions, targets and limits as JSON</li>
+<li><a href="/stats">Build statistics</a>: builds per day, by version, top packages, recent errors</li>
 <li><a href="/api/v1/stats">/api/v1/stats</a>: queue length and build counters</li>
 </ul>
 </main>

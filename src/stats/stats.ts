@@ -1,5 +1,6 @@
 import type { ChainableCommander, Redis } from "ioredis";
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { BuildHistory } from "./build-history.js";
 
 export type RequestEvent = "request" | "cache_hit" | "enqueued" | "overloaded" | "rate_limited";
 
@@ -10,6 +11,8 @@ export interface BuildOutcome {
   profile: string;
   ok: boolean;
   detail?: string;
+  /** The request's packages, for /api/v1/top-packages; never logged. */
+  packages?: readonly string[];
   durationMs: number;
   makeMs: number;
 }
@@ -38,6 +41,8 @@ export class Stats {
   readonly metricsContentType = this.registry.contentType;
   private readonly requests: Counter<"event">;
   private readonly queueLength: Gauge;
+  /** Per-day history for /api/v1/builds-per-day and the other stats endpoints. */
+  readonly history: BuildHistory;
 
   constructor(
     private readonly redis: Redis,
@@ -45,6 +50,7 @@ export class Stats {
     private readonly queueLengthFn: () => Promise<number>,
     private readonly onError: (err: unknown) => void = () => undefined,
   ) {
+    this.history = new BuildHistory(redis, prefix);
     collectDefaultMetrics({ register: this.registry });
     this.requests = new Counter({
       name: "asu_build_requests_total",
@@ -77,7 +83,6 @@ export class Stats {
     const multi = this.redis
       .multi()
       .hincrby(`${this.prefix}:metrics:builds`, `${label}\t${outcome.version}`, 1)
-      .hincrby(`${this.prefix}:stats:builds:${this.day()}`, label, 1)
       .hincrby(`${this.prefix}:stats:versions`, outcome.version, 1)
       .hincrby(`${this.prefix}:stats:targets`, outcome.target, 1);
     this.observe(multi, "asu_build_duration_seconds", label, outcome.durationMs / 1000);
@@ -89,11 +94,7 @@ export class Stats {
         Math.max(0, outcome.durationMs - outcome.makeMs) / 1000,
       );
     }
-    if (!outcome.ok) {
-      multi
-        .lpush(`${this.prefix}:stats:errors`, JSON.stringify({ at: new Date().toISOString(), ...outcome }))
-        .ltrim(`${this.prefix}:stats:errors`, 0, 199);
-    }
+    this.history.append(multi, outcome);
     await multi.exec();
   }
 
@@ -114,11 +115,6 @@ export class Stats {
       versions: numbers(versions),
       targets: numbers(targets),
     };
-  }
-
-  async recentErrors(limit = 50): Promise<unknown[]> {
-    const rows = await this.redis.lrange(`${this.prefix}:stats:errors`, 0, limit - 1);
-    return rows.map((r) => JSON.parse(r) as unknown);
   }
 
   /** A histogram observation as Redis hash fields: "<label>\tsum", "<label>\tcount", "<label>\t<le>". */
@@ -214,7 +210,7 @@ export class Stats {
   }
 
   /** Every live worker's gauge; SCAN keeps one scrape bounded however many workers there are. */
-  private async activeBuilds(): Promise<[string, string][]> {
+  async activeBuilds(): Promise<[string, string][]> {
     const match = `${this.prefix}:metrics:active:*`;
     const keys: string[] = [];
     let cursor = "0";

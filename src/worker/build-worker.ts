@@ -89,6 +89,7 @@ export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): P
     );
     await stats.recordBuild({
       ...facts,
+      packages: req.packages,
       ok: true,
       durationMs: durationMs - result.imagebuilderMs,
       makeMs: result.makeMs,
@@ -135,7 +136,14 @@ export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): P
         : Math.min(config.build_failure_ttl, SERVER_FAULT_TTL_SECONDS);
       await queue.setResult(job.id, 500, JSON.stringify(body), ttl);
       await job.setStage("failed");
-      await stats.recordBuild({ ...facts, ok: false, detail, durationMs: Date.now() - started, makeMs: 0 });
+      await stats.recordBuild({
+        ...facts,
+        packages: req.packages,
+        ok: false,
+        detail,
+        durationMs: Date.now() - started,
+        makeMs: 0,
+      });
       if (!retryable) throw new UnrecoverableError(detail);
     }
     throw err;
