@@ -1,11 +1,15 @@
 /**
  * Where a build's time goes, on the synthetic mirror.
  *
- *   npx tsx bench/build-overhead.ts [warm builds, default 8] [--real-tools]
+ *   npx tsx bench/build-overhead.ts [warm builds, default 8] [--real-tools] [--realistic]
  *
  * With --real-tools it uses the real-tools mirror: OpenWrt's own ImageBuilder Makefile with
  * real opkg, usign and mksquashfs (compiled once into var/tools, mirror cached in
  * var/real-mirror), so `make` costs what it costs with a real ImageBuilder.
+ *
+ * With --realistic, the unpacked ImageBuilder is grown after the cold build, with hardlinks,
+ * to the size and shape of a real one (fixtures/realistic-imagebuilder.ts: about 300 MB in
+ * 8,000 files), so that what a workspace costs per build shows in the overhead.
  *
  * Prints, in one run:
  *   - cold vs warm ImageBuilder time: the first build of a target downloads, verifies and
@@ -14,7 +18,11 @@
  *     seen, polling every 20 ms) minus the time `make` ran, as medians over the warm builds.
  * Needs Redis on 127.0.0.1:6379 (or TEST_REDIS_URL) and bubblewrap.
  */
+import { readdir, stat } from "node:fs/promises";
+import path from "node:path";
+import { ensureRealisticTree } from "../fixtures/realistic-imagebuilder.js";
 import { ensureRealTools } from "../fixtures/real-tools/real-tools.js";
+import { ProcessRunner } from "../src/imagebuilder/process-runner.js";
 import {
   request,
   startRealToolsMirror,
@@ -25,6 +33,7 @@ import {
 } from "../test/integration/harness.js";
 
 const realTools = process.argv.includes("--real-tools");
+const realistic = process.argv.includes("--realistic");
 const args = process.argv.slice(2).filter((a) => !a.startsWith("--"));
 const extras = realTools
   ? ["hello", "luci-app-bar", "foo-tool", "-ppp", "-ppp-mod-pppoe", "luci-base", "libfoo", "-dnsmasq"]
@@ -61,6 +70,39 @@ async function timedBuild(
   return { endToEnd, t: res.body.timings as Timings };
 }
 
+/** The unpacked ImageBuilders under a server's cache: folders holding a Makefile and repositories.conf. */
+async function unpackedTrees(dir: string, depth = 0): Promise<string[]> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  if (names.includes("Makefile") && names.includes("repositories.conf")) return [dir];
+  if (depth > 6) return [];
+  const found: string[] = [];
+  for (const name of names) {
+    if (name === "workspaces" || name.startsWith(".")) continue;
+    const sub = path.join(dir, name);
+    if ((await stat(sub).catch(() => undefined))?.isDirectory())
+      found.push(...(await unpackedTrees(sub, depth + 1)));
+  }
+  return found;
+}
+
+/** Hardlinks the realistic tree's folders into each unpacked ImageBuilder of the server. */
+async function growToRealisticSize(cachePath: string): Promise<void> {
+  const tree = await ensureRealisticTree(undefined, (line) => console.log(line));
+  const runner = new ProcessRunner();
+  for (const ib of await unpackedTrees(path.join(cachePath, "imagebuilders"))) {
+    const folders = (await readdir(tree)).filter((n) => !n.includes("."));
+    const argv = ["cp", "-al", "-n", "--", ...folders.map((n) => path.join(tree, n)), `${ib}/`];
+    const r = await runner.run({
+      argv,
+      env: { PATH: "/usr/bin:/bin" },
+      timeoutMs: 120_000,
+      maxOutputBytes: 65536,
+    });
+    if (r.code !== 0) throw new Error(`growing ${ib} failed: ${r.stderr}`);
+    console.log(`grew ${ib} to the realistic tree's size`);
+  }
+}
+
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);
@@ -76,6 +118,7 @@ async function main(): Promise<void> {
       ...base,
       packages: realTools ? ["ca-bundle"] : ["tcpdump", "ca-bundle"],
     });
+    if (realistic) await growToRealisticSize(server.config.cache_path);
     const warm: { endToEnd: number; t: Timings }[] = [];
     for (let i = 0; i < warmCount; i++) {
       warm.push(await timedBuild(server.url, { ...base, packages: extras.slice(0, i + 1) }));
@@ -85,7 +128,9 @@ async function main(): Promise<void> {
     const e2e = warm.map((w) => w.endToEnd);
     const overhead = warm.map((w) => w.endToEnd - w.t.make_ms);
     const fmt = (ms: number) => `${ms.toFixed(0)} ms`;
-    const flavour = realTools ? "real-tools mirror (OpenWrt's IB flow, real opkg)" : "fast fake mirror";
+    const flavour =
+      (realTools ? "real-tools mirror (OpenWrt's IB flow, real opkg)" : "fast fake mirror") +
+      (realistic ? ", ImageBuilder grown to a real one's size (300 MB, 8,000 files)" : "");
     console.log(`\n${flavour} on loopback, bubblewrap runner, ${warmCount} warm builds (medians)`);
     console.log(`ImageBuilder, cold (download + verify + unpack): ${fmt(cold.t.imagebuilder_ms)}`);
     console.log(`ImageBuilder, warm (reuse):                      ${fmt(median(ib))}`);
@@ -96,6 +141,12 @@ async function main(): Promise<void> {
     console.log(`warm build end to end:                           ${fmt(median(e2e))}`);
     console.log(`  of which make (info + manifest + image):       ${fmt(median(make))}`);
     console.log(`  server overhead (end to end - make):           ${fmt(median(overhead))}`);
+    console.log(
+      `    in the worker, outside make:                 ${fmt(median(warm.map((w) => w.t.total_ms - w.t.make_ms)))}`,
+    );
+    console.log(
+      `    queue, API and polling (end to end - worker): ${fmt(median(warm.map((w) => w.endToEnd - w.t.total_ms)))}`,
+    );
     console.log(
       `  overhead share:                                ${((100 * median(overhead)) / median(e2e)).toFixed(0)} %`,
     );

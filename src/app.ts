@@ -8,7 +8,7 @@ import { FeedStager } from "./imagebuilder/feed-stager.js";
 import { prepareImageBuilder } from "./imagebuilder/prepare-imagebuilder.js";
 import { ImageBuilderManager } from "./imagebuilder/imagebuilder-manager.js";
 import { ProcessRunner } from "./imagebuilder/process-runner.js";
-import { createRunner, defaultHiddenPaths } from "./imagebuilder/runners/native-runner.js";
+import { createRunner, defaultHiddenPaths, type ImageBuilderSource } from "./imagebuilder/runners/index.js";
 import { BuildQueue } from "./queue/build-queue.js";
 import type { BuildJobData } from "./queue/build-job.js";
 import { resolveRedis } from "./queue/embedded-redis.js";
@@ -18,7 +18,6 @@ import type { Store } from "./store/store.js";
 import { collectStoreGarbage, type StoreGcReport } from "./store/store-gc.js";
 import { Catalog } from "./upstream/catalog.js";
 import { UpstreamClient } from "./upstream/upstream-client.js";
-import type { ImageBuilderSource } from "./worker/build-pipeline.js";
 import { startBuildWorker } from "./worker/build-worker.js";
 import { UsignImageSigner } from "./worker/image-signer.js";
 
@@ -177,18 +176,25 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
   if (opts.role !== "api" && config.workers > 0) {
     processRunner = new ProcessRunner();
     const hiddenPaths = sandboxHiddenPaths(config);
-    const runner = await createRunner(config, { hiddenPaths, processRunner, logger });
-    const imagebuilders = new ImageBuilderManager({
-      cacheDir: config.cache_path,
-      upstreamUrl: config.upstream_url,
-      requireSignatures: config.require_signatures,
-      logger: { info: (msg) => logger.info(msg), warn: (msg) => logger.warn(msg) },
+    const runner = await createRunner(config, {
+      hiddenPaths,
       processRunner,
-      checkIntervalMs: config.imagebuilder_check_interval * 1000,
-      prepare: async (tree) => {
-        await prepareImageBuilder(runner, tree, { timeoutMs: 10 * 60_000 });
-      },
+      logger: { info: (msg) => logger.info(msg), warn: (msg) => logger.warn(msg) },
     });
+    // A runner that brings its own ImageBuilders (podman images) hands them out itself.
+    const imagebuilders: ImageBuilderSource =
+      runner.imagebuilders ??
+      new ImageBuilderManager({
+        cacheDir: config.cache_path,
+        upstreamUrl: config.upstream_url,
+        requireSignatures: config.require_signatures,
+        logger: { info: (msg) => logger.info(msg), warn: (msg) => logger.warn(msg) },
+        processRunner,
+        checkIntervalMs: config.imagebuilder_check_interval * 1000,
+        prepare: async (tree) => {
+          await prepareImageBuilder(runner, tree, { timeoutMs: 10 * 60_000 });
+        },
+      });
     // Counted for /metrics: a lease that had to download and unpack, or one that reused a tree.
     const countedImagebuilders: ImageBuilderSource = {
       acquire: async (req) => {

@@ -14,7 +14,7 @@ import {
   parseOpkgFeed,
   type FeedPackage,
 } from "./feed-index.js";
-import type { Workspace } from "./runners/build-runner.js";
+import type { Workspace } from "./runners/index.js";
 
 /**
  * Builds run without network (issue #9). Before `make manifest`, the worker reads the feed

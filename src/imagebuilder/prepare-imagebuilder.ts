@@ -1,7 +1,7 @@
 import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { ImageBuilderPrepareError } from "./imagebuilder-errors.js";
-import type { BuildRunner, Workspace } from "./runners/build-runner.js";
+import type { BuildRunner, Workspace } from "./runners/index.js";
 
 /**
  * What OpenWrt's ImageBuilder does on its first run, done once when the tree is installed

@@ -22,6 +22,20 @@ function isAlive(pid: number): boolean {
 describe("ProcessRunner", () => {
   const runner = new ProcessRunner({ killGraceMs: 300, closeGraceMs: 300 });
 
+  it("reports each line of output as it comes, and the last one without a newline", async () => {
+    const lines: string[] = [];
+    const result = await runner.run({
+      argv: ["sh", "-c", "printf 'a\\nb'; printf 'c\\n' ; printf 'e1\\n' >&2; printf 'tail'"],
+      env: ENV,
+      timeoutMs: 10_000,
+      maxOutputBytes: 1024,
+      onLine: (stream, line) => lines.push(`${stream}:${line}`),
+    });
+    expect(result.code).toBe(0);
+    expect(lines.filter((l) => l.startsWith("stdout:"))).toEqual(["stdout:a", "stdout:bc", "stdout:tail"]);
+    expect(lines.filter((l) => l.startsWith("stderr:"))).toEqual(["stderr:e1"]);
+  });
+
   it("captures stdout, stderr and the exit code", async () => {
     const result = await runner.run({
       argv: ["sh", "-c", "echo out; echo err >&2; exit 3"],

@@ -18,6 +18,8 @@ export interface RunOptions {
   /** Cap per stream (stdout and stderr each). */
   maxOutputBytes: number;
   signal?: AbortSignal;
+  /** Called with each line of output as it comes; lines over 64 KiB come in pieces. */
+  onLine?: (stream: "stdout" | "stderr", line: string) => void;
 }
 
 export interface RunResult {
@@ -98,6 +100,32 @@ class OutputCapture {
   }
 }
 
+const MAX_LINE_BYTES = 64 * 1024;
+
+/** Splits a stream's chunks into lines for RunOptions.onLine. */
+class LineSplitter {
+  private partial = "";
+  private readonly decoder = new TextDecoder("utf-8");
+
+  constructor(private readonly emit: (line: string) => void) {}
+
+  push(chunk: Buffer): void {
+    const parts = (this.partial + this.decoder.decode(chunk, { stream: true })).split("\n");
+    this.partial = parts.pop() ?? "";
+    for (const line of parts) this.emit(line);
+    if (this.partial.length > MAX_LINE_BYTES) {
+      this.emit(this.partial);
+      this.partial = "";
+    }
+  }
+
+  flush(): void {
+    const rest = this.partial + this.decoder.decode();
+    this.partial = "";
+    if (rest !== "") this.emit(rest);
+  }
+}
+
 export class ProcessRunner {
   private readonly killGraceMs: number;
   private readonly closeGraceMs: number;
@@ -158,8 +186,19 @@ export class ProcessRunner {
       });
       const pgid = child.pid;
       if (pgid !== undefined) this.groups.add(pgid);
-      child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
-      child.stderr.on("data", (chunk: Buffer) => stderr.push(chunk));
+      const onLine = opts.onLine;
+      const lines = onLine && {
+        stdout: new LineSplitter((line) => onLine("stdout", line)),
+        stderr: new LineSplitter((line) => onLine("stderr", line)),
+      };
+      child.stdout.on("data", (chunk: Buffer) => {
+        stdout.push(chunk);
+        lines?.stdout.push(chunk);
+      });
+      child.stderr.on("data", (chunk: Buffer) => {
+        stderr.push(chunk);
+        lines?.stderr.push(chunk);
+      });
 
       const signalGroup = (sig: NodeJS.Signals): void => {
         if (child.pid === undefined) return;
@@ -198,6 +237,8 @@ export class ProcessRunner {
         if (settled || exit === undefined) return;
         settled = true;
         cleanup();
+        lines?.stdout.flush();
+        lines?.stderr.flush();
         if (pgid !== undefined) {
           await waitForGroupExit(pgid, this.closeGraceMs);
           this.groups.delete(pgid);

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { fakeJob, fakeWorkspace } from "../../test/support/pipeline-fakes.js";
+import { fakeJob, fakeRunner } from "../../test/support/pipeline-fakes.js";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -10,7 +10,7 @@ import type { BuildJobData } from "../queue/build-job.js";
 import { BuildError } from "../shared/errors.js";
 import { verifyMessage } from "../shared/usign.js";
 import { LocalStore } from "../store/local-store.js";
-import { runBuildPipeline, type BuildWorkspace, type PipelineDeps } from "./build-pipeline.js";
+import { runBuildPipeline, type PipelineDeps } from "./build-pipeline.js";
 import { UsignImageSigner } from "./image-signer.js";
 
 /**
@@ -69,45 +69,36 @@ function deps(signer: UsignImageSigner): PipelineDeps {
   return {
     config,
     imagebuilders: { acquire: async () => ({ root: path.join(tmp, "ib"), release: async () => undefined }) },
-    runner: {
-      createWorkspace: (): Promise<BuildWorkspace> => fakeWorkspace(tmp),
-      run: async (ws: BuildWorkspace, opts: { args: string[] }) => {
-        const stdout: Record<string, string> = {
-          info: `Current Revision: "r1-abc"\nDefault Packages: base-files\nAvailable Profiles:\n\n${PROFILE}:\n    Test\n    Packages: \n`,
-          manifest: "base-files - 1\n",
-          image: "",
-        };
-        if (opts.args[1] === "image") {
-          await writeFile(path.join(ws.binDir, SYSUPGRADE), sysupgrade);
-          await writeFile(path.join(ws.binDir, COMBINED), combined);
-          await writeFile(path.join(ws.binDir, KERNEL), kernel);
-          await writeFile(
-            path.join(ws.binDir, "profiles.json"),
-            JSON.stringify({
-              target: "ath79/generic",
-              version_code: "r1-abc",
-              profiles: {
-                [PROFILE]: {
-                  image_prefix: PREFIX,
-                  images: [
-                    image(SYSUPGRADE, "sysupgrade", sysupgrade),
-                    image(COMBINED, "combined", combined),
-                    image(KERNEL, "kernel", kernel),
-                  ],
-                },
+    runner: fakeRunner(tmp, async (ws, opts) => {
+      const stdout: Record<string, string> = {
+        info: `Current Revision: "r1-abc"\nDefault Packages: base-files\nAvailable Profiles:\n\n${PROFILE}:\n    Test\n    Packages: \n`,
+        manifest: "base-files - 1\n",
+        image: "",
+      };
+      if (opts.args[1] === "image") {
+        await writeFile(path.join(ws.binDir, SYSUPGRADE), sysupgrade);
+        await writeFile(path.join(ws.binDir, COMBINED), combined);
+        await writeFile(path.join(ws.binDir, KERNEL), kernel);
+        await writeFile(
+          path.join(ws.binDir, "profiles.json"),
+          JSON.stringify({
+            target: "ath79/generic",
+            version_code: "r1-abc",
+            profiles: {
+              [PROFILE]: {
+                image_prefix: PREFIX,
+                images: [
+                  image(SYSUPGRADE, "sysupgrade", sysupgrade),
+                  image(COMBINED, "combined", combined),
+                  image(KERNEL, "kernel", kernel),
+                ],
               },
-            }),
-          );
-        }
-        return {
-          code: 0,
-          stdout: stdout[opts.args[1] as string] ?? "",
-          stderr: "",
-          timedOut: false,
-          durationMs: 1,
-        };
-      },
-    },
+            },
+          }),
+        );
+      }
+      return { stdout: stdout[opts.args[1] as string] ?? "" };
+    }),
     storeFiles: (hash, files) => store.put(hash, files),
     signer,
   };

@@ -2,6 +2,8 @@ import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import type { AsuConfig, BranchConfig } from "../config/config.js";
+import type { RunResult } from "../imagebuilder/process-runner.js";
+import type { BuildRunner, ImageBuilderSource, Workspace } from "../imagebuilder/runners/index.js";
 import type { BuildJobData, BuildStage } from "../queue/build-job.js";
 import { applyPackageChanges } from "../request/package-changes.js";
 import { readFeedList, type FeedList } from "../imagebuilder/feed-stager.js";
@@ -23,49 +25,6 @@ import {
   parseMakeInfo,
   parseManifest,
 } from "./imagebuilder-output.js";
-
-/** What the pipeline needs from the ImageBuilder cache (see src/imagebuilder). */
-export interface ImageBuilderSource {
-  acquire(req: {
-    version: string;
-    target: string;
-    branch: BranchConfig;
-    onStage?: (stage: "download_imagebuilder" | "unpack_imagebuilder") => void;
-  }): Promise<{ root: string; release(): Promise<void> }>;
-}
-
-/**
- * A build's folders (see src/imagebuilder/runners/build-runner.ts). Everything in `dir` and
- * `binDir` is hostile once the build ran; `filesDir` and `privateDir` are written by the
- * worker only, and `root` holds them all.
- */
-export interface BuildWorkspace {
-  root: string;
-  dir: string;
-  binDir: string;
-  filesDir: string;
-  privateDir: string;
-  /** The packages staged for this build, read-only inside it (feed-stager.ts). */
-  feedsDir: string;
-  dispose(): Promise<void>;
-}
-
-export interface CommandResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-  durationMs: number;
-}
-
-/** What the pipeline needs from a runner (native bubblewrap or unsandboxed). */
-export interface BuildRunner {
-  createWorkspace(imagebuilderRoot: string, opts: object): Promise<BuildWorkspace>;
-  run(
-    ws: BuildWorkspace,
-    opts: { args: string[]; timeoutMs: number; maxOutputBytes: number; signal?: AbortSignal },
-  ): Promise<CommandResult>;
-}
 
 export interface SignImageContext {
   /** A folder no build can reach (the workspace's privateDir), for the signer's own files. */
@@ -94,7 +53,7 @@ export interface ImageSigner {
 /** What the pipeline needs to give a network-less build its packages (FeedStager). */
 export interface PackageFeeds {
   stage(
-    ws: BuildWorkspace,
+    ws: Workspace,
     list: FeedList,
     wanted: string[],
     opts: { dumpApkIndex: (file: string) => Promise<string>; customUrls?: Set<string>; signal?: AbortSignal },
@@ -270,7 +229,7 @@ async function buildSteps(
   }
 
   async function buildInWorkspace(
-    ws: BuildWorkspace,
+    ws: Workspace,
     imagebuilderRoot: string,
   ): Promise<{ body: Record<string, unknown> }> {
     // What clients see of a command's output: its end, without host paths (issue #9).
@@ -278,11 +237,11 @@ async function buildSteps(
       [ws.root, "/builder"],
       [imagebuilderRoot, "/builder/ib"],
     ]);
-    const logsOf = (r: CommandResult): Logs => ({
+    const logsOf = (r: RunResult): Logs => ({
       stdout: tail(scrub(r.stdout), limits.outputTailBytes),
       stderr: tail(scrub(r.stderr), limits.outputTailBytes),
     });
-    const make = async (args: string[]): Promise<CommandResult> => {
+    const make = async (args: string[]): Promise<RunResult> => {
       signal.throwIfAborted();
       const result = await deps.runner.run(ws, {
         args: ["make", ...args],

@@ -5,13 +5,14 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/shared/errors.js";
 import { ProcessRunner } from "../../src/imagebuilder/process-runner.js";
-import type { Workspace } from "../../src/imagebuilder/runners/build-runner.js";
 import {
   createRunner,
   NativeRunner,
-  SANDBOX_ETC_FILES,
-} from "../../src/imagebuilder/runners/native-runner.js";
-import { UnsandboxedRunner } from "../../src/imagebuilder/runners/unsandboxed-runner.js";
+  UnsandboxedRunner,
+  type Workspace,
+  type WorkspaceMode,
+} from "../../src/imagebuilder/runners/index.js";
+import { SANDBOX_ETC_FILES } from "../../src/imagebuilder/runners/native-runner.js";
 
 // A stand-in ImageBuilder whose Makefile probes the sandbox from the inside. Every probe
 // prints a marker only when the forbidden thing worked.
@@ -69,6 +70,16 @@ env:
 	hostname
 sleep:
 	sleep 987654 & sleep 987655 & echo started; wait
+show:
+	cat packages/Packages include/rules.mk
+	ls staging_dir/host/lib
+litter:
+	ln -s $(VICTIM) packages/victim-link
+	ln $(VICTIM) packages/victim-hardlink 2>/dev/null || echo no-hardlink
+	mkfifo packages/fifo
+	truncate -s 50G packages/sparse.bin
+	rm packages/Packages
+	echo changed >> Makefile
 `;
 
 /** An address of this host other than loopback, or loopback when it has none. */
@@ -104,6 +115,7 @@ describe("build runners", () => {
   let secretKey: string;
   const processRunner = new ProcessRunner({ killGraceMs: 500, closeGraceMs: 500 });
   let native: NativeRunner;
+  let natives: Record<WorkspaceMode, NativeRunner>;
   const workspaces: Workspace[] = [];
 
   async function makeArgs(ws: Workspace, target: string, other?: Workspace): Promise<string[]> {
@@ -152,7 +164,12 @@ describe("build runners", () => {
     await mkdir(secretDir);
     await writeFile(secretFile, 'redis_url = "redis://:hunter2@localhost"\n');
     await writeFile(secretKey, "untrusted comment: secret\nRWRTOPSECRET\n");
-    native = new NativeRunner({ processRunner, hiddenPaths: [cacheDir, secretDir, secretKey] });
+    const hiddenPaths = [cacheDir, secretDir, secretKey];
+    native = new NativeRunner({ processRunner, hiddenPaths });
+    natives = {
+      overlay: new NativeRunner({ processRunner, hiddenPaths, workspaceMode: "overlay" }),
+      copy: new NativeRunner({ processRunner, hiddenPaths, workspaceMode: "copy" }),
+    };
     process.env.REDIS_URL = "redis://:hunter2@localhost:6379";
   });
 
@@ -166,26 +183,38 @@ describe("build runners", () => {
     expect(await native.checkSandbox()).toEqual({ ok: true });
   });
 
-  describe("NativeRunner", () => {
-    it("builds a workspace: read-only folders hardlinked, the rest copied, dl replaced", async () => {
-      const ws = await workspace(native);
-      expect(path.dirname(ws.root)).toBe(path.join(path.dirname(base), "workspaces"));
-      expect(ws.dir).toBe(path.join(ws.root, "ib"));
-      expect(ws.readOnlyDirs.sort()).toEqual(
-        [
-          path.join(ws.dir, "include"),
-          path.join(ws.dir, "scripts"),
-          path.join(ws.dir, "staging_dir/host/lib"),
-        ].sort(),
-      );
-      const linked = await stat(path.join(ws.dir, "include", "rules.mk"));
-      const original = await stat(path.join(base, "include", "rules.mk"));
-      expect(linked.ino).toBe(original.ino);
-      const copied = await stat(path.join(ws.dir, "packages", "Packages"));
-      expect(copied.ino).not.toBe((await stat(path.join(base, "packages", "Packages"))).ino);
-      expect((await stat(path.join(ws.dir, "scripts", "tool.sh"))).mode & 0o777).toBe(0o755);
-      expect((await stat(path.join(ws.dir, "dl"))).isDirectory()).toBe(true);
+  it("uses overlay workspaces here (root, overlayfs), detected once", async () => {
+    expect(await native.workspaceMode(cacheDir)).toBe("overlay");
+  });
+
+  describe.each(["overlay", "copy"] as const)("NativeRunner, %s workspaces", (mode) => {
+    let native: NativeRunner;
+    beforeAll(() => {
+      native = natives[mode];
     });
+
+    it.runIf(mode === "copy")(
+      "builds a workspace: read-only folders hardlinked, the rest copied, dl replaced",
+      async () => {
+        const ws = await workspace(native);
+        expect(path.dirname(ws.root)).toBe(path.join(path.dirname(base), "workspaces"));
+        expect(ws.dir).toBe(path.join(ws.root, "ib"));
+        expect(ws.readOnlyDirs.sort()).toEqual(
+          [
+            path.join(ws.dir, "include"),
+            path.join(ws.dir, "scripts"),
+            path.join(ws.dir, "staging_dir/host/lib"),
+          ].sort(),
+        );
+        const linked = await stat(path.join(ws.dir, "include", "rules.mk"));
+        const original = await stat(path.join(base, "include", "rules.mk"));
+        expect(linked.ino).toBe(original.ino);
+        const copied = await stat(path.join(ws.dir, "packages", "Packages"));
+        expect(copied.ino).not.toBe((await stat(path.join(base, "packages", "Packages"))).ino);
+        expect((await stat(path.join(ws.dir, "scripts", "tool.sh"))).mode & 0o777).toBe(0o755);
+        expect((await stat(path.join(ws.dir, "dl"))).isDirectory()).toBe(true);
+      },
+    );
 
     it("cannot read hidden paths: the config folder, the signing key, the shared tree", async () => {
       const ws = await workspace(native);
@@ -254,7 +283,13 @@ describe("build runners", () => {
       expect(existsSync("/tmp/private")).toBe(false);
       expect(await readFile(path.join(base, "include", "rules.mk"), "utf8")).toBe("original rules\n");
       expect(await readFile(path.join(base, "packages", "Packages"), "utf8")).toBe("original index\n");
-      expect(await readFile(path.join(other.dir, "packages", "Packages"), "utf8")).toBe("original index\n");
+      // What the other build sees of the file is unchanged.
+      const seen = await native.run(other, {
+        args: ["make", "-s", "show"],
+        timeoutMs: 30_000,
+        maxOutputBytes: 65536,
+      });
+      expect(seen.stdout).toBe("original index\noriginal rules\nlibfoo.so\n");
       expect(await readFile(path.join(ws.dir, "packages", "Packages"), "utf8")).toBe("rewritten\n");
       expect(existsSync(path.join(base, "staging_dir", "host", ".prereq-build"))).toBe(false);
       expect(existsSync(path.join(ws.dir, "staging_dir", "host", ".prereq-build"))).toBe(true);
@@ -358,6 +393,47 @@ describe("build runners", () => {
       expect(alivePidsWithArg("987655")).toEqual([]);
     });
 
+    it.runIf(mode === "overlay")(
+      "overlay: copies nothing of the tree but its top-level files; the build sees all of it, nothing stays mounted",
+      async () => {
+        const ws = await workspace(native);
+        expect(ws.overlay?.lowerDir).toBe(base);
+        expect(path.dirname(ws.root)).toBe(path.join(path.dirname(base), "workspaces"));
+        // The worker's side of `dir` is the upper layer: the Makefile (a top-level file) and dl/.
+        expect(readdirSync(ws.dir).sort()).toEqual(["Makefile", "dl"]);
+        expect(ws.readOnlyDirs.sort()).toEqual(
+          ["include", "scripts", "staging_dir/host/lib"].map((d) => path.join(ws.dir, d)).sort(),
+        );
+        const result = await native.run(ws, {
+          args: ["make", "-s", "show"],
+          timeoutMs: 30_000,
+          maxOutputBytes: 65536,
+        });
+        expect(result).toMatchObject({ code: 0, stdout: "original index\noriginal rules\nlibfoo.so\n" });
+        // Mounted in the run's own mount namespace: the host never sees it.
+        expect(readFileSync("/proc/self/mountinfo", "utf8")).not.toContain(ws.root);
+        expect(readdirSync(ws.dir).sort()).toEqual(["Makefile", "dl"]);
+      },
+    );
+
+    it("removes what a hostile build leaves (links, FIFOs, a 50 GiB sparse file, deletions) and nothing else", async () => {
+      const victim = path.join(tmp, "victim.conf");
+      await writeFile(victim, "host file, must stay\n");
+      const ws = await workspace(native);
+      const result = await native.run(ws, {
+        args: ["make", "-s", "litter", `VICTIM=${victim}`],
+        timeoutMs: 30_000,
+        maxOutputBytes: 65536,
+      });
+      expect(result.code).toBe(0);
+      await ws.dispose();
+      expect(existsSync(ws.root)).toBe(false);
+      expect(await readFile(victim, "utf8")).toBe("host file, must stay\n");
+      expect(await readFile(path.join(base, "packages", "Packages"), "utf8")).toBe("original index\n");
+      expect(await readFile(path.join(base, "Makefile"), "utf8")).toBe(MAKEFILE);
+      expect(readdirSync(path.join(base, "packages"))).toEqual(["Packages"]);
+    });
+
     it("disposes a workspace without touching the shared tree", async () => {
       const ws = await workspace(native);
       await ws.dispose();
@@ -407,29 +483,53 @@ describe("build runners", () => {
 
   describe("createRunner", () => {
     const warnings: string[] = [];
-    const logger = { warn: (msg: string) => warnings.push(msg) };
+    const infos: string[] = [];
+    const logger = { info: (msg: string) => infos.push(msg), warn: (msg: string) => warnings.push(msg) };
 
-    it("returns the native runner when bubblewrap works", async () => {
+    it("returns the native runner when bubblewrap works, and says which workspaces builds get", async () => {
       const runner = await createRunner(
-        { runner: "native", allow_unsandboxed: false },
+        { runner: "native", allow_unsandboxed: false, cache_path: cacheDir },
         { hiddenPaths: [], logger, processRunner },
       );
       expect(runner.kind).toBe("native");
       expect(warnings).toEqual([]);
+      expect(infos).toEqual([
+        "build runner: bubblewrap sandbox; workspaces are overlays over the shared ImageBuilder (constant cost per build)",
+      ]);
+    });
+
+    it("falls back to copied workspaces where an overlay cannot be mounted", async () => {
+      const runner = new NativeRunner({ processRunner, hiddenPaths: [cacheDir], unsharePath: "/bin/false" });
+      expect(await runner.workspaceMode(cacheDir)).toBe("copy");
+      const ws = await workspace(runner);
+      expect(ws.overlay).toBeUndefined();
+      expect((await stat(path.join(ws.dir, "include", "rules.mk"))).ino).toBe(
+        (await stat(path.join(base, "include", "rules.mk"))).ino,
+      );
+      const result = await runner.run(ws, {
+        args: ["make", "-s", "show"],
+        timeoutMs: 30_000,
+        maxOutputBytes: 65536,
+      });
+      expect(result.stdout).toBe("original index\noriginal rules\nlibfoo.so\n");
     });
 
     it("refuses to start without a sandbox unless allow_unsandboxed is set", async () => {
       const opts = { hiddenPaths: [], logger, processRunner, bwrapPath: "/nonexistent/bwrap" };
-      const err = await createRunner({ runner: "native", allow_unsandboxed: false }, opts).catch(
-        (e: unknown) => e,
-      );
+      const err = await createRunner(
+        { runner: "native", allow_unsandboxed: false, cache_path: cacheDir },
+        opts,
+      ).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ConfigError);
       expect((err as ConfigError).problems).toEqual([
         "runner: the native runner needs a working bubblewrap sandbox, but /nonexistent/bwrap could not be started " +
           "(could not start /nonexistent/bwrap: spawn /nonexistent/bwrap ENOENT). Install bubblewrap " +
           "(and allow unprivileged user namespaces), or set allow_unsandboxed = true to run builds without a sandbox (not recommended)",
       ]);
-      const runner = await createRunner({ runner: "native", allow_unsandboxed: true }, opts);
+      const runner = await createRunner(
+        { runner: "native", allow_unsandboxed: true, cache_path: cacheDir },
+        opts,
+      );
       expect(runner).toBeInstanceOf(UnsandboxedRunner);
       expect(warnings).toEqual([
         "bubblewrap sandbox unavailable (/nonexistent/bwrap could not be started (could not start /nonexistent/bwrap: " +

@@ -1,21 +1,18 @@
 import type { Stats } from "node:fs";
 import { lstat, readlink, realpath, stat } from "node:fs/promises";
 import path from "node:path";
-import type { AsuConfig } from "../../config/config.js";
-import { ConfigError } from "../../shared/errors.js";
 import type { ProcessRunner, RunResult } from "../process-runner.js";
-import {
-  BUILD_PATH,
-  withBuildUmask,
-  type BuildRunner,
-  type CreateWorkspaceOptions,
-  type RunnerLogger,
-  type RunnerRunOptions,
-  type SandboxCheck,
-  type Workspace,
-} from "./build-runner.js";
-import { UnsandboxedRunner } from "./unsandboxed-runner.js";
-import { createWorkspaceTree, DEFAULT_LINKED_READ_ONLY } from "./workspace.js";
+import { BUILD_PATH, withBuildUmask } from "./build-env.js";
+import type {
+  BuildRunner,
+  CreateWorkspaceOptions,
+  RunnerRunOptions,
+  SandboxCheck,
+  Workspace,
+  WorkspaceMode,
+} from "./index.js";
+import { checkOverlay, createOverlayWorkspace, withOverlay } from "./overlay-workspace.js";
+import { createWorkspaceTree, DEFAULT_LINKED_READ_ONLY, workspacesParent } from "./workspace.js";
 
 /**
  * What a build sees of the host (issue #9): the system's programs and libraries, read-only,
@@ -56,8 +53,15 @@ export interface NativeRunnerOptions {
   hiddenPaths: string[];
   /** Default "bwrap" from PATH. */
   bwrapPath?: string;
-  /** Folders inside the ImageBuilder that are hardlinked and mounted read-only. */
+  /** Folders inside the ImageBuilder that the build only reads: mounted read-only. */
   linkedReadOnly?: string[];
+  /**
+   * Overlay or copied workspaces (docs/decisions/013). Default: overlay where a test mount
+   * works (root, a filesystem overlayfs accepts), detected once, else copy.
+   */
+  workspaceMode?: WorkspaceMode;
+  /** Default "unshare" from PATH; it mounts each run's overlay in a namespace of its own. */
+  unsharePath?: string;
 }
 
 /**
@@ -71,15 +75,40 @@ export class NativeRunner implements BuildRunner {
   private readonly hiddenPaths: string[];
   private readonly bwrap: string;
   private readonly linkedReadOnly: string[];
+  private readonly unshare: string;
+  private mode: Promise<WorkspaceMode> | undefined;
+  /** The run in progress per overlay workspace: two mounts of one upper folder must not overlap. */
+  private readonly running = new WeakMap<Workspace, Promise<unknown>>();
 
   constructor(options: NativeRunnerOptions) {
     this.processRunner = options.processRunner;
     this.hiddenPaths = options.hiddenPaths.map((p) => path.resolve(p));
     this.bwrap = options.bwrapPath ?? "bwrap";
     this.linkedReadOnly = options.linkedReadOnly ?? DEFAULT_LINKED_READ_ONLY;
+    this.unshare = options.unsharePath ?? "unshare";
+    if (options.workspaceMode !== undefined) this.mode = Promise.resolve(options.workspaceMode);
   }
 
-  createWorkspace(imagebuilderRoot: string, opts: CreateWorkspaceOptions): Promise<Workspace> {
+  /**
+   * The kind of workspace builds get, detected once: with a test overlay mounted in `dir`
+   * (a folder on the filesystem the workspaces live on) on the first call.
+   */
+  workspaceMode(dir: string): Promise<WorkspaceMode> {
+    this.mode ??= checkOverlay(this.processRunner, dir, this.unshare).then((c) =>
+      c.ok ? "overlay" : "copy",
+    );
+    return this.mode;
+  }
+
+  async createWorkspace(imagebuilderRoot: string, opts: CreateWorkspaceOptions = {}): Promise<Workspace> {
+    const parent = workspacesParent(imagebuilderRoot, opts);
+    if ((await this.workspaceMode(parent)) === "overlay") {
+      return createOverlayWorkspace(imagebuilderRoot, {
+        parent,
+        processRunner: this.processRunner,
+        linkedReadOnly: this.linkedReadOnly,
+      });
+    }
     return createWorkspaceTree(imagebuilderRoot, {
       ...opts,
       processRunner: this.processRunner,
@@ -89,17 +118,24 @@ export class NativeRunner implements BuildRunner {
 
   async run(ws: Workspace, opts: RunnerRunOptions): Promise<RunResult> {
     if (opts.args.length === 0) throw new Error("run: args is empty");
-    const argv = [this.bwrap, ...(await this.sandboxArgs(ws)), "--", ...withBuildUmask(opts.args)];
+    const sandboxed = [this.bwrap, ...(await this.sandboxArgs(ws)), "--", ...withBuildUmask(opts.args)];
     const runOpts = {
-      argv,
+      argv: ws.overlay ? withOverlay(this.unshare, ws.root, sandboxed) : sandboxed,
       env: { PATH: BUILD_PATH },
       timeoutMs: opts.timeoutMs,
       maxOutputBytes: opts.maxOutputBytes,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.onLine ? { onLine: opts.onLine } : {}),
     };
     // Killing bwrap's process group does not reach the build: --new-session puts it in a
     // session of its own. It dies anyway: --die-with-parent kills the sandbox's pid 1 when
-    // bwrap goes, and the kernel then kills everything in the pid namespace.
-    return this.processRunner.run(opts.signal ? { ...runOpts, signal: opts.signal } : runOpts);
+    // bwrap goes, and the kernel then kills everything in the pid namespace. unshare and sh
+    // exec into bwrap, so with an overlay the process killed is still bwrap itself.
+    if (!ws.overlay) return this.processRunner.run(runOpts);
+    const before = this.running.get(ws) ?? Promise.resolve();
+    const run = before.catch(() => undefined).then(() => this.processRunner.run(runOpts));
+    this.running.set(ws, run);
+    return run;
   }
 
   /** Verifies that bubblewrap is installed and can build this sandbox on this host. */
@@ -225,59 +261,4 @@ async function realpathOrUndefined(p: string): Promise<string | undefined> {
   } catch {
     return undefined;
   }
-}
-
-export interface CreateRunnerOptions {
-  /** See defaultHiddenPaths. */
-  hiddenPaths: string[];
-  logger: RunnerLogger;
-  processRunner: ProcessRunner;
-  /** Default "bwrap" from PATH. */
-  bwrapPath?: string;
-}
-
-/**
- * The paths a build must never see: where the server keeps its config, signing key, cache
- * (other ImageBuilders and workspaces) and published images. Pass the config file and any
- * other secrets (e.g. the embedded Redis data folder) as `extra`.
- */
-export function defaultHiddenPaths(
-  config: Pick<AsuConfig, "cache_path" | "public_path" | "signing_key">,
-  extra: string[] = [],
-): string[] {
-  const paths = [config.cache_path, config.public_path, ...extra];
-  if (config.signing_key !== undefined) paths.push(config.signing_key);
-  return paths;
-}
-
-/**
- * Picks the build runner at boot. The server refuses to start without a working sandbox
- * unless the operator explicitly allows unsandboxed builds.
- */
-export async function createRunner(
-  config: Pick<AsuConfig, "runner" | "allow_unsandboxed">,
-  opts: CreateRunnerOptions,
-): Promise<BuildRunner> {
-  if (config.runner === "podman") {
-    throw new ConfigError(['runner: "podman" is not implemented yet; use runner = "native"']);
-  }
-  const native = new NativeRunner({
-    processRunner: opts.processRunner,
-    hiddenPaths: opts.hiddenPaths,
-    ...(opts.bwrapPath !== undefined ? { bwrapPath: opts.bwrapPath } : {}),
-  });
-  const check = await native.checkSandbox();
-  if (check.ok) return native;
-  if (!config.allow_unsandboxed) {
-    throw new ConfigError([
-      `runner: the native runner needs a working bubblewrap sandbox, but ${check.reason}. ` +
-        "Install bubblewrap (and allow unprivileged user namespaces), or set allow_unsandboxed = true " +
-        "to run builds without a sandbox (not recommended)",
-    ]);
-  }
-  opts.logger.warn(
-    `bubblewrap sandbox unavailable (${check.reason}); allow_unsandboxed is set, so builds run WITHOUT a sandbox ` +
-      "and can read the server's files and write wherever this user can",
-  );
-  return new UnsandboxedRunner({ processRunner: opts.processRunner });
 }

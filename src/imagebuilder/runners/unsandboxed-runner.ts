@@ -1,14 +1,8 @@
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import type { ProcessRunner, RunResult } from "../process-runner.js";
-import {
-  BUILD_PATH,
-  withBuildUmask,
-  type BuildRunner,
-  type CreateWorkspaceOptions,
-  type RunnerRunOptions,
-  type Workspace,
-} from "./build-runner.js";
+import { BUILD_PATH, withBuildUmask } from "./build-env.js";
+import type { BuildRunner, CreateWorkspaceOptions, RunnerRunOptions, Workspace } from "./index.js";
 import { createWorkspaceTree } from "./workspace.js";
 
 export interface UnsandboxedRunnerOptions {
@@ -29,7 +23,7 @@ export class UnsandboxedRunner implements BuildRunner {
     this.processRunner = options.processRunner;
   }
 
-  createWorkspace(imagebuilderRoot: string, opts: CreateWorkspaceOptions): Promise<Workspace> {
+  createWorkspace(imagebuilderRoot: string, opts: CreateWorkspaceOptions = {}): Promise<Workspace> {
     return createWorkspaceTree(imagebuilderRoot, {
       ...opts,
       processRunner: this.processRunner,
@@ -51,7 +45,9 @@ export class UnsandboxedRunner implements BuildRunner {
       env: { PATH: BUILD_PATH, HOME: home, TMPDIR: tmp, LANG: "C.UTF-8" },
       timeoutMs: opts.timeoutMs,
       maxOutputBytes: opts.maxOutputBytes,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.onLine ? { onLine: opts.onLine } : {}),
     };
-    return this.processRunner.run(opts.signal ? { ...runOpts, signal: opts.signal } : runOpts);
+    return this.processRunner.run(runOpts);
   }
 }

@@ -1,7 +1,7 @@
 import { lstat, mkdir, mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { ProcessRunner } from "../process-runner.js";
-import type { CreateWorkspaceOptions, Workspace } from "./build-runner.js";
+import type { CreateWorkspaceOptions, Workspace } from "./index.js";
 
 /**
  * How a build gets its own ImageBuilder tree, cheaply, without being able to change the
@@ -10,7 +10,8 @@ import type { CreateWorkspaceOptions, Workspace } from "./build-runner.js";
  * A plain hardlink farm (`cp -al`) is not enough: the ImageBuilder rewrites files that ship
  * in the tarball (`> packages/Packages`, `.profiles.mk`, files in the kernel build dir), and
  * an O_TRUNC write into a hardlink changes the one inode every workspace shares. Overlayfs
- * would be ideal but needs privileges (bubblewrap 0.8 has no --overlay). So:
+ * is better and used where it works (overlay-workspace.ts, docs/decisions/013); it needs root
+ * (bubblewrap 0.8 has no --overlay). Without it:
  * - folders the ImageBuilder only reads (LINKED_READ_ONLY) are hardlinked, and the sandbox
  *   bind-mounts them read-only: a build that writes there fails loudly with EROFS and
  *   corrupts nothing;
@@ -31,6 +32,13 @@ export interface WorkspaceFactoryOptions extends CreateWorkspaceOptions {
   linkedReadOnly: string[];
 }
 
+/** Where the workspaces of a tree go: `workspacesDir`, or a `workspaces` folder next to the tree. */
+export function workspacesParent(imagebuilderRoot: string, opts: CreateWorkspaceOptions): string {
+  return path.resolve(
+    opts.workspacesDir ?? path.join(path.dirname(path.resolve(imagebuilderRoot)), "workspaces"),
+  );
+}
+
 export async function createWorkspaceTree(
   imagebuilderRoot: string,
   opts: WorkspaceFactoryOptions,
@@ -38,7 +46,7 @@ export async function createWorkspaceTree(
   const base = path.resolve(imagebuilderRoot);
   const baseStat = await stat(base);
   if (!baseStat.isDirectory()) throw new Error(`${base} is not an unpacked ImageBuilder`);
-  const parent = path.resolve(opts.workspacesDir ?? path.join(path.dirname(base), "workspaces"));
+  const parent = workspacesParent(base, opts);
   await mkdir(parent, { recursive: true, mode: 0o700 });
   const root = await mkdtemp(path.join(parent, "ws-"));
   const dir = path.join(root, "ib");

@@ -1,0 +1,169 @@
+import { lstat, mkdir, mkdtemp, readdir, rm, stat, symlink, writeFile } from "node:fs/promises";
+import path from "node:path";
+import type { ProcessRunner } from "../process-runner.js";
+import type { Workspace } from "./index.js";
+
+/**
+ * Workspaces as kernel overlays over the shared ImageBuilder tree (docs/decisions/013): the
+ * tree is the read-only lower layer, each build writes into an upper folder of its own.
+ * Creating and removing one costs the same for a 300 MB tree as for a 3 KB one.
+ *
+ * The overlay is never mounted in the server's mount namespace. Each run of a build mounts it
+ * in a namespace of the run's own (`unshare --mount`, private propagation) and then execs
+ * bubblewrap there: nothing is visible on the host, and the mount goes away with the run's
+ * last process, whatever kills it. The upper folder is `dir` itself, which the overlay covers
+ * inside the namespace; so the worker, outside, reads and writes the build's changes at the
+ * same paths as before (feed lists, keys). The tree's top-level files are copied into it, so
+ * that the worker also finds the ones it reads (repositories.conf); that is a few KB.
+ */
+
+/** Mounts the overlay of the workspace root given as $1, then runs the rest of argv. */
+const MOUNT_SCRIPT =
+  'cd "$1" && mount -n -t overlay -o nosuid,nodev,lowerdir=lower,upperdir=ib,workdir=work asu-build ib && shift && exec "$@"';
+
+/** Names inside a workspace root; short and fixed, so no host path goes into mount options. */
+const LOWER = "lower";
+const UPPER = "ib";
+const WORK = "work";
+
+const CP_TIMEOUT_MS = 60_000;
+const CP_ENV = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" };
+
+/** `argv` wrapped so that it runs with the workspace's overlay mounted over `ws.dir`. */
+export function withOverlay(unshare: string, root: string, argv: string[]): string[] {
+  return [
+    unshare,
+    "--mount",
+    "--propagation",
+    "private",
+    "--",
+    "/bin/sh",
+    "-c",
+    MOUNT_SCRIPT,
+    "asu-overlay",
+    root,
+    ...argv,
+  ];
+}
+
+export interface OverlayWorkspaceOptions {
+  processRunner: ProcessRunner;
+  /** The folder that will hold the workspace; created 0700 if missing. */
+  parent: string;
+  /** Folders of the tree the build only reads: mounted read-only inside the sandbox. */
+  linkedReadOnly: string[];
+}
+
+export async function createOverlayWorkspace(
+  imagebuilderRoot: string,
+  opts: OverlayWorkspaceOptions,
+): Promise<Workspace> {
+  const base = path.resolve(imagebuilderRoot);
+  const baseStat = await stat(base);
+  if (!baseStat.isDirectory()) throw new Error(`${base} is not an unpacked ImageBuilder`);
+  await mkdir(opts.parent, { recursive: true, mode: 0o700 });
+  const root = await mkdtemp(path.join(opts.parent, "ws-"));
+  const dir = path.join(root, UPPER);
+  let disposed = false;
+  const dispose = async (): Promise<void> => {
+    if (disposed) return;
+    disposed = true;
+    // Nothing is mounted on the host: this removes the upper layer, whatever the build left
+    // there (links, FIFOs, sparse files, whiteouts); rm never follows links.
+    await rm(root, { recursive: true, force: true, maxRetries: 3 });
+  };
+  try {
+    await mkdir(dir, { mode: baseStat.mode & 0o7777 });
+    await mkdir(path.join(root, WORK));
+    await symlink(base, path.join(root, LOWER));
+    const ws: Workspace = {
+      dir,
+      binDir: path.join(root, "bin"),
+      filesDir: path.join(root, "files"),
+      privateDir: path.join(root, "private"),
+      feedsDir: path.join(root, "feeds"),
+      root,
+      readOnlyDirs: [],
+      overlay: { lowerDir: base, workDir: path.join(root, WORK) },
+      dispose,
+    };
+    await mkdir(ws.binDir);
+    await mkdir(ws.filesDir);
+    await mkdir(ws.privateDir, { mode: 0o700 });
+    await mkdir(ws.feedsDir);
+    // A private dl/ in the upper layer: what a build downloads or rewrites there (opkg's
+    // lists, issue #8) stays its own.
+    await mkdir(path.join(dir, "dl"));
+    const topFiles: string[] = [];
+    for (const name of (await readdir(base)).sort()) {
+      if (!(await lstat(path.join(base, name))).isDirectory()) topFiles.push(name);
+    }
+    if (topFiles.length > 0) await copyTopFiles(opts.processRunner, base, topFiles, dir);
+    for (const rel of opts.linkedReadOnly) {
+      const st = await lstat(path.join(base, rel)).catch(() => undefined);
+      if (st?.isDirectory()) ws.readOnlyDirs.push(path.join(dir, rel));
+    }
+    return ws;
+  } catch (err) {
+    await dispose();
+    throw err;
+  }
+}
+
+async function copyTopFiles(runner: ProcessRunner, src: string, names: string[], dst: string): Promise<void> {
+  // "--" and absolute paths: no name from the archive can be taken for an option.
+  const argv = ["cp", "-a", "--", ...names.map((n) => path.join(src, n)), `${dst}/`];
+  const result = await runner.run({ argv, env: CP_ENV, timeoutMs: CP_TIMEOUT_MS, maxOutputBytes: 64 * 1024 });
+  if (result.code !== 0) {
+    throw new Error(
+      `creating the workspace failed: cp exited ${result.code ?? result.signal}: ${result.stderr.trim()}`,
+    );
+  }
+}
+
+export type OverlayCheck = { ok: true } | { ok: false; reason: string };
+
+/**
+ * Whether overlay workspaces work here: mounts a tiny overlay in `dir` (on the filesystem the
+ * workspaces will live on) the way a run does. Needs root, and an upper filesystem that
+ * overlayfs accepts (not NFS, not another overlay).
+ */
+export async function checkOverlay(
+  runner: ProcessRunner,
+  dir: string,
+  unshare: string,
+): Promise<OverlayCheck> {
+  let probe: string | undefined;
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    probe = await mkdtemp(path.join(dir, ".overlay-check-"));
+    await mkdir(path.join(probe, LOWER));
+    await mkdir(path.join(probe, UPPER));
+    await mkdir(path.join(probe, WORK));
+    await writeFile(path.join(probe, LOWER, "lower"), "");
+    const result = await runner.run({
+      argv: withOverlay(unshare, probe, ["/bin/sh", "-c", "test -f ib/lower && : > ib/upper"]),
+      env: CP_ENV,
+      timeoutMs: 10_000,
+      maxOutputBytes: 16 * 1024,
+    });
+    if (result.code !== 0) {
+      const said = result.stderr.trim();
+      return {
+        ok: false,
+        reason: `mounting a test overlay exited ${result.code ?? result.signal}${said ? `: ${said}` : ""}`,
+      };
+    }
+    const landed = await lstat(path.join(probe, UPPER, "upper")).then(
+      (s) => s.isFile(),
+      () => false,
+    );
+    return landed
+      ? { ok: true }
+      : { ok: false, reason: "a write through a test overlay did not reach its upper folder" };
+  } catch (err) {
+    return { ok: false, reason: (err as Error).message };
+  } finally {
+    if (probe !== undefined) await rm(probe, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
