@@ -51,6 +51,11 @@ export interface AcquireRequest {
   target: string;
   branch: BranchConfig;
   onStage?: (stage: ImageBuilderStage) => void;
+  /**
+   * Read sha256sums now instead of trusting the copy of the last `checkIntervalMs`: the
+   * caller's tree had another revision than the build must have (a new snapshot, issue #11).
+   */
+  refresh?: boolean;
 }
 
 const VERSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -117,7 +122,7 @@ export class ImageBuilderManager {
   /** Returns a lease on an unpacked, verified ImageBuilder, downloading it first if needed. */
   async acquire(req: AcquireRequest): Promise<ImageBuilderLease> {
     checkVersionAndTarget(req.version, req.target);
-    const revision = await this.sums.resolve(req);
+    const revision = await this.sums.resolve(req, { fresh: req.refresh === true });
     // gc of another process may remove a tree between "installed" and "leased" if an even
     // newer revision appeared meanwhile; install it again then.
     for (let attempt = 1; ; attempt++) {

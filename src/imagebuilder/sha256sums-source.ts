@@ -50,10 +50,15 @@ export class Sha256sumsSource {
 
   constructor(private readonly options: Sha256sumsSourceOptions) {}
 
-  async resolve(req: RevisionRequest): Promise<Revision> {
+  /**
+   * `fresh`: read sha256sums now, whatever the interval (a build found its tree older than the
+   * revision it must build: a new snapshot is likely out). A read already under way is shared.
+   */
+  async resolve(req: RevisionRequest, opts: { fresh?: boolean } = {}): Promise<Revision> {
     const key = `${req.version}/${req.target}`;
     const cached = this.revisions.get(key);
-    if (cached && Date.now() - cached.at < this.options.checkIntervalMs) return cached.revision;
+    if (cached && !opts.fresh && Date.now() - cached.at < this.options.checkIntervalMs)
+      return cached.revision;
     let pending = this.resolving.get(key);
     if (!pending) {
       pending = this.fetchRevision(req)
