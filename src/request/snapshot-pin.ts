@@ -7,6 +7,8 @@ export interface SnapshotPinDeps {
   config: Pick<AsuConfig, "imagebuilder_check_interval">;
   catalog: Pick<Catalog, "pathsFor">;
   upstream: Pick<UpstreamClient, "getTargets" | "getProfiles">;
+  /** Longest a request waits for upstream because of the pin; default 5 s. */
+  pinWaitMs?: number;
 }
 
 // A revision as profiles.json writes it (`r28427-6df0e3d02a`); it goes into a hash and a job.
@@ -21,14 +23,30 @@ const REVISION = /^[\w.,-]{1,64}$/;
  * Cheap on the cache-hit path: both documents come from the UpstreamClient's memory; the
  * profiles.json is revalidated (a conditional GET) at most once per
  * `imagebuilder_check_interval`, the same interval at which workers re-read sha256sums.
- * Releases, requests that name a version_code, unknown targets and an unreachable upstream
- * give undefined: the request is then hashed as it was sent.
+ * Releases, requests that name a version_code, unknown targets and an upstream that does not
+ * answer within `pinWaitMs` give undefined: the request is then hashed as it was sent (the
+ * revalidation goes on, and the next request has the pin).
  */
 export async function snapshotPin(
   request: NormalizedRequest,
   deps: SnapshotPinDeps,
 ): Promise<string | undefined> {
   if (request.version_code !== "" || !isSnapshotVersion(request.version)) return undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), deps.pinWaitMs ?? 5000);
+  });
+  try {
+    return await Promise.race([currentRevision(request, deps), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function currentRevision(
+  request: NormalizedRequest,
+  deps: SnapshotPinDeps,
+): Promise<string | undefined> {
   try {
     const paths = deps.catalog.pathsFor(request.version);
     if (!paths) return undefined;
