@@ -4,6 +4,7 @@ import type { BuildJobData } from "../queue/build-job.js";
 import type { BuildRequestBody } from "../request/build-request-schema.js";
 import { normalizeRequest, type NormalizedRequest } from "../request/normalize-request.js";
 import { requestHash } from "../request/request-hash.js";
+import { snapshotPin } from "../request/snapshot-pin.js";
 import { validateRequest } from "../request/validate-request.js";
 import type { Catalog } from "../upstream/catalog.js";
 import type { UpstreamClient } from "../upstream/upstream-client.js";
@@ -43,7 +44,9 @@ export class BuildService {
     const { config, queue } = this.deps;
     this.deps.onEvent?.("request");
     const request = normalizeRequest(body);
-    const hash = requestHash(request);
+    // Snapshots: upstream's current revision is part of the cache key (docs/decisions/014).
+    const pinned = await snapshotPin(request, this.deps);
+    const hash = requestHash(request, pinned);
 
     // Cache hit: one Redis GET, no upstream traffic.
     const cached = await queue.getResult(hash);
@@ -82,6 +85,7 @@ export class BuildService {
       profile: validated.profile,
       enqueued_at: Date.now(),
       result_ttl: resultTtl(request, config),
+      ...(pinned ? { snapshot_revision: pinned } : {}),
     };
     await queue.enqueue(hash, data);
     this.deps.onEvent?.("enqueued");

@@ -25,6 +25,11 @@ export interface BuildJobData {
   enqueued_at: number;
   /** Seconds to keep a successful result (pinned, unversioned or defaults TTL). */
   result_ttl: number;
+  /**
+   * A snapshot request without version_code: the revision upstream's profiles.json named when
+   * it was queued (request/snapshot-pin.ts). Part of the job id; the worker builds exactly it.
+   */
+  snapshot_revision?: string;
 }
 
 export interface StoredResult {

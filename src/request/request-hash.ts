@@ -10,8 +10,11 @@ const ENCODING_VERSION = "asu-ts/request/1";
  * Set-like fields are sorted and deduplicated, because their order does not change the
  * image: packages (with `+` already stripped), packages_versions, repositories, keys.
  * Sorting compares code units, never the locale, so every server computes the same text.
+ * A snapshot request without `version_code` is pinned by the server to upstream's current
+ * revision (snapshot-pin.ts); the pin is one more element, so pinned and unpinned requests,
+ * and requests pinned to different revisions, never share a cache entry (docs/decisions/014).
  */
-export function canonicalRequest(req: NormalizedRequest): string {
+export function canonicalRequest(req: NormalizedRequest, pinnedRevision?: string): string {
   const hasRepositories = Object.keys(req.repositories).length > 0;
   return JSON.stringify([
     ENCODING_VERSION,
@@ -30,6 +33,7 @@ export function canonicalRequest(req: NormalizedRequest): string {
     // Without repositories the mode cannot change the image.
     hasRepositories ? req.repositories_mode : "append",
     sortedUnique(req.repository_keys),
+    ...(pinnedRevision ? [pinnedRevision] : []),
   ]);
 }
 
@@ -37,8 +41,8 @@ export function canonicalRequest(req: NormalizedRequest): string {
  * The full sha256 (64 hex digits) of the canonical request: the cache key, job id and store
  * folder. Never truncated: a truncated hash once let an attacker poison upstream's cache.
  */
-export function requestHash(req: NormalizedRequest): string {
-  return createHash("sha256").update(canonicalRequest(req)).digest("hex");
+export function requestHash(req: NormalizedRequest, pinnedRevision?: string): string {
+  return createHash("sha256").update(canonicalRequest(req, pinnedRevision)).digest("hex");
 }
 
 function byCodeUnit(a: string, b: string): number {

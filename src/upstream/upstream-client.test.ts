@@ -110,6 +110,30 @@ describe("UpstreamClient caching", () => {
     expect(await c.getTargets("releases/99.99.0")).toBeUndefined();
     expect(upstream.count("releases/99.99.0/.targets.json")).toBe(1);
   });
+
+  it("maxAgeMs revalidates a copy younger than the TTL; after a failure it waits reloadIntervalMs", async () => {
+    const c = client({ ttlMs: 5 * 60_000, reloadIntervalMs: 10_000 });
+    const path = "snapshots/targets/x86/64/profiles.json";
+    const get = () => c.getProfiles("snapshots", "x86/64", { maxAgeMs: 1000 });
+    expect((await get())?.version_code).toBe("r30000-0123456789");
+    clock += 999;
+    await get();
+    expect(upstream.count(path)).toBe(1);
+    clock += 1;
+    await get();
+    expect(upstream.requests.filter((r) => r.path === path).map((r) => r.conditional)).toEqual([false, true]);
+
+    // Upstream fails: the copy is served, and a hit a second later does not ask again.
+    upstream.fail(path, 503);
+    clock += 1000;
+    expect((await get())?.version_code).toBe("r30000-0123456789");
+    clock += 1000;
+    expect((await get())?.version_code).toBe("r30000-0123456789");
+    expect(upstream.count(path)).toBe(3);
+    clock += 10_000;
+    await get();
+    expect(upstream.count(path)).toBe(4);
+  });
 });
 
 describe("UpstreamClient reload on a miss", () => {

@@ -41,6 +41,11 @@ export interface GetOptions {
    * per URL so strangers asking for made-up targets cannot hammer the download server.
    */
   reload?: boolean;
+  /**
+   * Revalidate a cached copy older than this, even if the client's `ttlMs` is longer: a
+   * snapshot's profiles.json is checked as often as the workers check its ImageBuilder.
+   */
+  maxAgeMs?: number;
 }
 
 /**
@@ -65,6 +70,8 @@ interface CacheEntry {
   etag?: string | undefined;
   lastModified?: string | undefined;
   checkedAt: number;
+  /** After a failed revalidation: served as is until then, whatever `maxAgeMs` asks. */
+  retryAt?: number;
   /** Parsed forms of `body`, keyed by parser; dropped whenever the body changes. */
   derived: Map<string, unknown>;
 }
@@ -350,7 +357,12 @@ export class UpstreamClient {
 
   private entry(key: string, opts: GetOptions, forced = false): Promise<CacheEntry> {
     const cached = this.cache.get(key);
-    const stale = !cached || this.now() - cached.checkedAt >= this.ttlMs;
+    const now = this.now();
+    const maxAge = Math.min(this.ttlMs, opts.maxAgeMs ?? this.ttlMs);
+    const stale =
+      !cached ||
+      now - cached.checkedAt >= this.ttlMs ||
+      (now - cached.checkedAt >= maxAge && now >= (cached.retryAt ?? 0));
     const force = forced || (opts.reload === true && this.mayForce(key));
     if (cached && !stale && !force) return Promise.resolve(cached);
     const pending = this.inflight.get(key);
@@ -366,6 +378,7 @@ export class UpstreamClient {
           // Serve the older copy, and try upstream again only after reloadIntervalMs, so an
           // outage does not make every request wait for the timeout.
           cached.checkedAt = Math.max(cached.checkedAt, this.now() - this.ttlMs + this.reloadIntervalMs);
+          cached.retryAt = this.now() + this.reloadIntervalMs;
           return cached;
         },
       )

@@ -19,6 +19,7 @@ import {
 } from "../shared/safe-fs.js";
 import { StoreIntegrityError, type StoreFile } from "../store/local-store.js";
 import { applyCustomRepositories } from "./custom-repositories.js";
+import { checkRevision, ImageBuilderBehindError } from "./revision-check.js";
 import {
   describePackageFailure,
   exceedsStorage,
@@ -199,38 +200,50 @@ async function buildSteps(
   }
 
   await stage("init");
-  const lease = await deps.imagebuilders.acquire({
-    version: req.version,
-    target: req.target,
-    branch,
-    onStage: (s) => {
-      if (!signal.aborted) stageUpdates.push(setStage(s));
-    },
-  });
   try {
-    await Promise.all(stageUpdates);
-    signal.throwIfAborted();
-    const imagebuilderMs = Date.now() - started;
-    const ws = await deps.runner.createWorkspace(lease.root, {});
+    return await withImageBuilder(false);
+  } catch (err) {
+    if (!(err instanceof ImageBuilderBehindError)) throw err;
+    // A snapshot newer than our tree: read sha256sums now and build with its ImageBuilder.
+    return await withImageBuilder(true);
+  }
+
+  async function withImageBuilder(refresh: boolean): Promise<PipelineResult> {
+    const lease = await deps.imagebuilders.acquire({
+      version: req.version,
+      target: req.target,
+      branch,
+      onStage: (s) => {
+        if (!signal.aborted) stageUpdates.push(setStage(s));
+      },
+      ...(refresh ? { refresh } : {}),
+    });
     try {
+      await Promise.all(stageUpdates);
       signal.throwIfAborted();
-      const result = await buildInWorkspace(ws, lease.root);
-      result.body.timings = {
-        imagebuilder_ms: imagebuilderMs,
-        make_ms: makeMs,
-        total_ms: Date.now() - started,
-      };
-      return { ...result, makeMs, imagebuilderMs };
+      const imagebuilderMs = Date.now() - started - makeMs;
+      const ws = await deps.runner.createWorkspace(lease.root, {});
+      try {
+        signal.throwIfAborted();
+        const result = await buildInWorkspace(ws, lease.root, refresh);
+        result.body.timings = {
+          imagebuilder_ms: imagebuilderMs,
+          make_ms: makeMs,
+          total_ms: Date.now() - started,
+        };
+        return { ...result, makeMs, imagebuilderMs };
+      } finally {
+        await ws.dispose().catch(() => undefined);
+      }
     } finally {
-      await ws.dispose().catch(() => undefined);
+      await lease.release().catch(() => undefined);
     }
-  } finally {
-    await lease.release().catch(() => undefined);
   }
 
   async function buildInWorkspace(
     ws: Workspace,
     imagebuilderRoot: string,
+    refreshed: boolean,
   ): Promise<{ body: Record<string, unknown> }> {
     // What clients see of a command's output: its end, without host paths (issue #9).
     const scrub = scrubber([
@@ -281,12 +294,7 @@ async function buildSteps(
       });
     }
     const info = parseMakeInfo(infoRun.stdout);
-    if (req.version_code && info.revision !== req.version_code) {
-      throw new BuildError(
-        `Error: Received incorrect version ${info.revision} (requested ${req.version_code})`,
-        { userFault: true, ...logsOf(infoRun) },
-      );
-    }
+    checkRevision(info.revision, job, refreshed, logsOf(infoRun));
 
     const requested = applyPackageChanges(req.packages, {
       version: req.version,

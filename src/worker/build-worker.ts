@@ -7,6 +7,7 @@ import { AsuError, BuildError, isRetryable, isUserFault } from "../shared/errors
 import { ACTIVE_TTL_SECONDS, type Stats } from "../stats/stats.js";
 import { DEFAULT_LIMITS, runBuildPipeline, tail, type PipelineDeps } from "./build-pipeline.js";
 import { checkJob } from "./job-check.js";
+import { STALE_REVISION_TTL_SECONDS, StaleRevisionError } from "./revision-check.js";
 
 /**
  * How long a failure of the server's own making (feeds, keys, ImageBuilder, timeouts) is
@@ -133,7 +134,10 @@ export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): P
       };
       const ttl = userFault
         ? config.build_failure_ttl
-        : Math.min(config.build_failure_ttl, SERVER_FAULT_TTL_SECONDS);
+        : Math.min(
+            config.build_failure_ttl,
+            err instanceof StaleRevisionError ? STALE_REVISION_TTL_SECONDS : SERVER_FAULT_TTL_SECONDS,
+          );
       await queue.setResult(job.id, 500, JSON.stringify(body), ttl);
       await job.setStage("failed");
       await stats.recordBuild({

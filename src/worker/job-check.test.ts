@@ -45,6 +45,25 @@ describe("checkJob: a worker re-checks what it takes from Redis", () => {
     expect(checkJob(hash, null, config)).toBe("the job has no data");
   });
 
+  it("accepts a snapshot job pinned by the API only under the hash that includes the pin", () => {
+    const snap = normalizeRequest({ version: "SNAPSHOT", target: "x86/64", profile: "generic" });
+    const pin = "r30042-3b8f91c419";
+    const pinned = { ...job, request: snap, profile: "generic", snapshot_revision: pin };
+    expect(checkJob(requestHash(snap, pin), pinned, config)).toBeUndefined();
+    // The pin decides which image the result key holds: it cannot be swapped under an id.
+    expect(checkJob(requestHash(snap), pinned, config)).toBe("the job id is not the hash of its request");
+    expect(checkJob(requestHash(snap, "r1-0"), pinned, config)).toBe(
+      "the job id is not the hash of its request",
+    );
+    const withCode = { ...snap, version_code: pin };
+    expect(checkJob(requestHash(withCode, pin), { ...pinned, request: withCode }, config)).toBe(
+      "the job's snapshot revision is not one the API could have pinned",
+    );
+    expect(
+      checkJob(requestHash(snap, "r1 $(id)"), { ...pinned, snapshot_revision: "r1 $(id)" }, config),
+    ).toBe("the job's snapshot revision is not one the API could have pinned");
+  });
+
   it("processJob builds nothing and writes no result for a refused job", async () => {
     const calls: string[] = [];
     const record = (name: string) => async () => {

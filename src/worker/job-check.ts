@@ -5,6 +5,7 @@ import { makeBuildRequestSchema, STRING_PATTERN } from "../request/build-request
 import { normalizeRequest, type NormalizedRequest } from "../request/normalize-request.js";
 import { isRepositoryAllowed } from "../request/repository-allow-list.js";
 import { requestHash } from "../request/request-hash.js";
+import { isPinnedRevision } from "../request/snapshot-pin.js";
 
 /**
  * A worker trusts nothing it takes from Redis (issue #9): anyone who can write to the queue
@@ -44,7 +45,11 @@ export function checkJob(
   } catch {
     return "the job's request cannot be normalised";
   }
-  if (requestHash(again) !== id) return "the job id is not the hash of its request";
+  const pin = job.snapshot_revision;
+  if (pin !== undefined && (!isPinnedRevision(pin) || again.version_code !== "")) {
+    return "the job's snapshot revision is not one the API could have pinned";
+  }
+  if (requestHash(again, pin) !== id) return "the job id is not the hash of its request";
   if (again.defaults !== null && !config.allow_defaults)
     return "the job carries defaults, which this server refuses";
   for (const url of Object.values(again.repositories)) {

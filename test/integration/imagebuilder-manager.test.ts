@@ -325,6 +325,23 @@ describe("ImageBuilderManager", () => {
     expect(upstream.count("sha256sums.sig")).toBe(1);
   });
 
+  it("re-reads sha256sums at once when asked to refresh, and installs the newer ImageBuilder (issue #11)", async () => {
+    upstream.publish(archiveV1, { key });
+    const ibm = manager({ checkIntervalMs: 60_000 });
+    const req = { version: VERSION, target: TARGET, branch: branch(key.publicLine) };
+    const old = await ibm.acquire(req);
+    await old.release();
+    upstream.publish(archiveV2, { key });
+    const cached = await ibm.acquire(req);
+    expect(cached.revisionKey).toBe(old.revisionKey);
+    await cached.release();
+    const fresh = await ibm.acquire({ ...req, refresh: true });
+    expect(upstream.count("sha256sums")).toBe(2);
+    expect(fresh.revisionKey).not.toBe(old.revisionKey);
+    expect(await readFile(path.join(fresh.root, "Makefile"), "utf8")).toBe("info:\n\techo v2\n");
+    await fresh.release();
+  });
+
   it("rewrites the package feeds to upstream_url", async () => {
     upstream.publish(archiveV1, { key });
     const lease = await manager().acquire({

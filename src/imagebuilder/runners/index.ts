@@ -87,6 +87,8 @@ export interface ImageBuilderSource {
     target: string;
     branch: BranchConfig;
     onStage?: (stage: "download_imagebuilder" | "unpack_imagebuilder") => void;
+    /** Re-read upstream's sha256sums now (src/worker/revision-check.ts). */
+    refresh?: boolean;
   }): Promise<{ root: string; release(): Promise<void> }>;
 }
 
