@@ -118,7 +118,8 @@ export async function runBuild(
   for (const image of images) {
     const result = await downloadImage(http, binDir, image, opts.out, {
       signal,
-      onStart: (name, total) => reporter.downloadStart(name, total),
+      onStart: (img, total) =>
+        reporter.downloadStart(img.name, img.filesystem ? `${img.filesystem}-${img.type}` : img.type, total),
       onData: (name, received) => reporter.downloadData(name, received),
     });
     reporter.downloadEnd(image.name, `${image.name}: ${formatBytes(result.bytes)}, sha256 verified`);

@@ -50,7 +50,7 @@ export function chooseImages(images: AnsweredImage[], types: string[] | "all"): 
 
 export interface DownloadHooks {
   signal: AbortSignal;
-  onStart?: (name: string, totalBytes: number | undefined) => void;
+  onStart?: (image: AnsweredImage, totalBytes: number | undefined) => void;
   onData?: (name: string, receivedBytes: number) => void;
 }
 
@@ -91,7 +91,7 @@ export async function downloadImage(
     }
     const length = Number.parseInt(res.headers.get("content-length") ?? "", 10);
     const total = Number.isFinite(length) && length >= 0 ? length : undefined;
-    hooks.onStart?.(image.name, total);
+    hooks.onStart?.(image, total);
     const hash = createHash("sha256");
     let received = 0;
     const count = new Transform({

@@ -11,7 +11,8 @@ export interface ProgressReporter {
   info(text: string): void;
   build(progress: BuildProgress): void;
   buildEnd(text: string): void;
-  downloadStart(name: string, totalBytes: number | undefined): void;
+  /** `label` names the image briefly on a bar (`squashfs-sysupgrade`); `name` is its file name. */
+  downloadStart(name: string, label: string, totalBytes: number | undefined): void;
   downloadData(name: string, receivedBytes: number): void;
   downloadEnd(name: string, text: string): void;
   /** Stops every bar and restores the cursor; safe to call twice. */
@@ -73,7 +74,6 @@ class PlainReporter implements ProgressReporter {
   private readonly started: number;
   private readonly now: () => number;
   private last = "";
-  private readonly sizes = new Map<string, number | undefined>();
 
   constructor(private readonly opts: ReporterOptions) {
     this.now = opts.now ?? Date.now;
@@ -103,8 +103,7 @@ class PlainReporter implements ProgressReporter {
     this.write(text);
   }
 
-  downloadStart(name: string, totalBytes: number | undefined): void {
-    this.sizes.set(name, totalBytes);
+  downloadStart(name: string, _label: string, totalBytes: number | undefined): void {
     this.write(`downloading ${name}${totalBytes !== undefined ? ` (${formatBytes(totalBytes)})` : ""}`);
   }
 
@@ -192,8 +191,8 @@ class TerminalReporter implements ProgressReporter {
     this.info(text);
   }
 
-  downloadStart(name: string, totalBytes: number | undefined): void {
-    const payload: DownloadPayload = { name, known: totalBytes !== undefined };
+  downloadStart(name: string, label: string, totalBytes: number | undefined): void {
+    const payload: DownloadPayload = { name: printable(label), known: totalBytes !== undefined };
     this.downloads.set(name, this.bars.create(totalBytes ?? 0, 0, payload));
   }
 
@@ -212,6 +211,8 @@ class TerminalReporter implements ProgressReporter {
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
+    // cli-progress prints logged lines at its next redraw; stop() alone would drop the last ones.
+    this.bars.update();
     this.bars.stop();
   }
 }
