@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtemp, readdir, readFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -154,6 +154,32 @@ describe("asu build", () => {
     const res = await asu(...buildArgs(tmpdir()).map((a) => (a === "ath79/generic" ? "nosuch/target" : a)));
     expect(res.code).toBe(2);
     expect(res.stderr).toMatch(/asu: The server refused the request \(HTTP 400\): .*nosuch\/target/);
+  });
+
+  it("sends --defaults and shows the server's refusal (exit 2) when it does not allow them", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "asu-cli-defaults-"));
+    const script = path.join(dir, "99-asu");
+    await writeFile(script, "uci set system.@system[0].hostname=asu\n");
+    const res = await asu(...buildArgs(path.join(dir, "out"), "--defaults", script));
+    expect(res.code).toBe(2);
+    expect(res.stderr).toContain('This server does not allow "defaults" (a first-boot script).');
+  });
+
+  it("stops on Ctrl-C with exit 130 and writes no image", async () => {
+    const out = await mkdtemp(path.join(tmpdir(), "asu-cli-int-"));
+    const child = spawn(process.execPath, [CLI, ...buildArgs(out, "--packages", "vim")], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr = "";
+    const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      stderr += d;
+      // Interrupt once the build is being followed.
+      if (/no event stream|queued|building/.test(stderr)) child.kill("SIGINT");
+    });
+    expect(await exited).toBe(130);
+    expect(stderr).toContain("asu: interrupted");
+    expect(await readdir(out)).toEqual([]);
   });
 
   it("exits 3 and shows the detail when the build fails", async () => {
