@@ -4,6 +4,7 @@ import { collectGarbageOnce, startServer, type Role } from "../app.js";
 import { loadConfig, type AsuConfig } from "../config/config.js";
 import { ConfigError } from "../shared/errors.js";
 import { VERSION } from "../shared/version.js";
+import { registerClientCommands } from "./client/client-commands.js";
 
 interface CommonOptions {
   config?: string;
@@ -96,6 +97,8 @@ withCommon(
   const report = await collectGarbageOnce(readConfig(opts));
   process.stdout.write(`${JSON.stringify(report)}\n`);
 });
+
+registerClientCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`asu: ${err instanceof Error ? err.message : String(err)}\n`);
