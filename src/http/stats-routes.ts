@@ -1,6 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import Type, { type Static } from "typebox";
 import type { BuildQueue } from "../queue/build-queue.js";
+import { ValidationError } from "../shared/errors.js";
 import { STRING_PATTERN, TARGET_PATTERN } from "../request/build-request-schema.js";
 import { HISTORY_DAYS, MAX_ERRORS } from "../stats/build-history.js";
 import type { Stats } from "../stats/stats.js";
@@ -142,7 +143,7 @@ export function registerStatsRoutes(app: FastifyInstance, deps: StatsRoutesDeps)
         tags,
         summary: `The packages most often asked for in builds of the last ${HISTORY_DAYS} days`,
         description:
-          "Counts the packages of every build a worker ran (cache hits are not builds), optionally of one `version` and/or `target`. Removals (`-name`) are not counted.",
+          "Counts the packages of every build a worker ran (cache hits are not builds), optionally of one `version` or one `target` (not both: 400). Removals (`-name`) are not counted. Refreshed at most every 30 s.",
         querystring: TopPackagesQuery,
         response: {
           200: Type.Object({
@@ -156,10 +157,18 @@ export function registerStatsRoutes(app: FastifyInstance, deps: StatsRoutesDeps)
     },
     async (request) => {
       const { version, target, limit } = request.query;
-      const filter = {
-        ...(version !== undefined ? { version } : {}),
-        ...(target !== undefined ? { target } : {}),
-      };
+      if (version !== undefined && target !== undefined) {
+        // Rankings are kept per version and per target, not per pair (docs/decisions/009).
+        throw new ValidationError(
+          "Give either ?version= or ?target=, not both: packages are ranked per version and per target.",
+        );
+      }
+      const filter =
+        version !== undefined
+          ? ({ by: "version", value: version } as const)
+          : target !== undefined
+            ? ({ by: "target", value: target } as const)
+            : undefined;
       return {
         days: HISTORY_DAYS,
         version: version ?? null,

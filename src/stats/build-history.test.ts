@@ -7,6 +7,7 @@ import {
   MAX_DETAIL_LENGTH,
   MAX_ERRORS,
   MAX_RANKED_PER_DAY,
+  MAX_RANKED_PER_DAY_FILTERED,
   VERSION_WEEKS,
   anonymiseDetail,
   type BuildRecord,
@@ -18,7 +19,7 @@ const prefixes: string[] = [];
 function fresh(): { history: BuildHistory; prefix: string } {
   const prefix = `asu-test-history-${randomBytes(4).toString("hex")}`;
   prefixes.push(prefix);
-  return { history: new BuildHistory(redis, prefix), prefix };
+  return { history: new BuildHistory(redis, prefix, 0), prefix };
 }
 
 async function record(history: BuildHistory, build: BuildRecord, now: Date): Promise<void> {
@@ -108,8 +109,14 @@ describe("BuildHistory", () => {
     await record(history, { ...base, ok: true, packages: ["popular", ...names(0)] }, NOW);
     await record(history, { ...base, ok: true, packages: ["popular", ...names(1000)] }, NOW);
     expect(await redis.zcard(`${prefix}:stats:packages:2026-06-15`)).toBe(MAX_RANKED_PER_DAY);
+    expect(await redis.zcard(`${prefix}:stats:packages:2026-06-15:version:24.10.4`)).toBe(
+      MAX_RANKED_PER_DAY_FILTERED,
+    );
+    expect(await redis.zcard(`${prefix}:stats:packages:2026-06-15:target:ath79/generic`)).toBe(
+      MAX_RANKED_PER_DAY_FILTERED,
+    );
     // The package of both builds stays on top.
-    expect((await history.topPackages({}, 1, NOW))[0]).toEqual({ name: "popular", count: 2 });
+    expect((await history.topPackages(undefined, 1, NOW))[0]).toEqual({ name: "popular", count: 2 });
   });
 
   it("keeps failures anonymous: no request hash, packages, client or defaults, and a capped detail", async () => {
@@ -156,7 +163,7 @@ describe("BuildHistory", () => {
     expect(anonymiseDetail(`see ${"ab12".repeat(8)}`)).toBe("see [hash]");
   });
 
-  it("ranks packages over 30 days, by version, target or both, without removals", async () => {
+  it("ranks packages over 30 days, by version or target, without removals", async () => {
     const { history } = fresh();
     const x86 = { ...base, target: "x86/64", profile: "generic" };
     await record(history, { ...base, ok: true, packages: ["luci", "tcpdump", "-ppp"] }, NOW);
@@ -165,25 +172,40 @@ describe("BuildHistory", () => {
     await record(history, { ...x86, version: "23.05.4", ok: true, packages: ["htop"] }, NOW);
     await record(history, { ...base, ok: true, packages: ["old"] }, new Date(NOW.getTime() - 31 * DAY));
 
-    expect(await history.topPackages({}, 10, NOW)).toEqual([
+    expect(await history.topPackages(undefined, 10, NOW)).toEqual([
       { name: "luci", count: 3 },
       { name: "htop", count: 2 },
       { name: "tcpdump", count: 1 },
     ]);
-    expect(await history.topPackages({}, 1, NOW)).toEqual([{ name: "luci", count: 3 }]);
-    expect(await history.topPackages({ version: "23.05.4" }, 10, NOW)).toEqual([{ name: "htop", count: 1 }]);
-    expect(await history.topPackages({ target: "x86/64" }, 10, NOW)).toEqual([
+    expect(await history.topPackages(undefined, 1, NOW)).toEqual([{ name: "luci", count: 3 }]);
+    expect(await history.topPackages({ by: "version", value: "23.05.4" }, 10, NOW)).toEqual([
+      { name: "htop", count: 1 },
+    ]);
+    expect(await history.topPackages({ by: "target", value: "x86/64" }, 10, NOW)).toEqual([
       { name: "htop", count: 2 },
       { name: "luci", count: 1 },
     ]);
-    expect(await history.topPackages({ version: "24.10.4", target: "x86/64" }, 10, NOW)).toEqual([
-      { name: "htop", count: 1 },
-      { name: "luci", count: 1 },
-    ]);
-    expect(await history.topPackages({ version: "99.99.9" }, 10, NOW)).toEqual([]);
+    expect(await history.topPackages({ by: "version", value: "99.99.9" }, 10, NOW)).toEqual([]);
     expect(await history.topTargets(10, NOW)).toEqual([
       { name: "ath79/generic", count: 2 },
       { name: "x86/64", count: 2 },
+    ]);
+  });
+
+  it("reuses rankings and weekly counts for cacheMs in one process", async () => {
+    const prefix = `asu-test-history-${randomBytes(4).toString("hex")}`;
+    prefixes.push(prefix);
+    const cached = new BuildHistory(redis, prefix, 60_000);
+    await record(cached, { ...base, ok: true, packages: ["luci"] }, NOW);
+    expect(await cached.topPackages(undefined, 5, NOW)).toEqual([{ name: "luci", count: 1 }]);
+    await record(cached, { ...base, ok: true, packages: ["luci"] }, NOW);
+    expect(await cached.topPackages(undefined, 5, NOW)).toEqual([{ name: "luci", count: 1 }]);
+    // Another filter, or a process without the cache, reads Redis.
+    expect(await cached.topPackages({ by: "version", value: "24.10.4" }, 5, NOW)).toEqual([
+      { name: "luci", count: 2 },
+    ]);
+    expect(await new BuildHistory(redis, prefix, 0).topPackages(undefined, 5, NOW)).toEqual([
+      { name: "luci", count: 2 },
     ]);
   });
 

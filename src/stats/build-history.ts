@@ -26,6 +26,12 @@ export interface ChartData {
   datasets: { label: string; data: number[]; color?: string }[];
 }
 
+/** Packages of one version's builds, or of one target's. */
+export interface PackageFilter {
+  by: "version" | "target";
+  value: string;
+}
+
 export interface Ranked {
   name: string;
   count: number;
@@ -40,7 +46,11 @@ export const VERSION_WEEKS = 26;
 /** The failure log keeps this many entries (newest first). */
 export const MAX_ERRORS = 200;
 /** Members kept per daily package (and target) ranking; the least requested are dropped. */
-export const MAX_RANKED_PER_DAY = 2000;
+export const MAX_RANKED_PER_DAY = 1000;
+/** Members kept per daily ranking of one version's or one target's packages. */
+export const MAX_RANKED_PER_DAY_FILTERED = 250;
+/** How long an API process reuses an answer of the rankings and weekly counts. */
+export const READ_CACHE_MS = 30_000;
 /** Length of an error detail kept in the failure log. */
 export const MAX_DETAIL_LENGTH = 500;
 
@@ -54,16 +64,42 @@ export function dayOf(time: Date | number): string {
  * expire on their own, so nothing grows without bound (docs/decisions/009):
  * - `stats:builds:<day>` {success, failure}, 31 days; `stats:hours:<day>T<hh>` the same, 26 h;
  * - `stats:versions:<day>` {version: builds}, 26 weeks and a day;
- * - `stats:packages:<day>[:version:<v>][:target:<t>]` and `stats:targets:<day>`, sorted sets
- *   trimmed to MAX_RANKED_PER_DAY members, 31 days;
+ * - `stats:packages:<day>` and `stats:targets:<day>`, sorted sets trimmed to
+ *   MAX_RANKED_PER_DAY members, and `stats:packages:<day>:version:<v>` and `:target:<t>`,
+ *   trimmed to MAX_RANKED_PER_DAY_FILTERED, 31 days;
  * - `stats:errors`, a list trimmed to MAX_ERRORS anonymised entries.
  * Only workers write (when a build ends); API servers only read.
  */
 export class BuildHistory {
+  private readonly cache = new Map<string, { until: number; value: Promise<unknown> }>();
+
   constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
+    /** Rankings and weekly counts are reused this long (0 = always read Redis). */
+    private readonly cacheMs = READ_CACHE_MS,
   ) {}
+
+  /**
+   * The stats page asks for all rankings at once, and a ZUNION over 30 days costs Redis tens of
+   * milliseconds (bench/stats-history.ts): one read per key and period is enough.
+   */
+  private cached<T>(key: string, load: () => Promise<T>): Promise<T> {
+    if (this.cacheMs <= 0) return load();
+    const now = Date.now();
+    const hit = this.cache.get(key);
+    if (hit && hit.until > now) return hit.value as Promise<T>;
+    const value = load();
+    this.cache.delete(key);
+    this.cache.set(key, { until: now + this.cacheMs, value });
+    value.catch(() => this.cache.delete(key));
+    // Filters are arbitrary (valid) strings: keep the map small, oldest entries out first.
+    for (const old of this.cache.keys()) {
+      if (this.cache.size <= 256) break;
+      this.cache.delete(old);
+    }
+    return value;
+  }
 
   private key(...parts: string[]): string {
     return [this.prefix, "stats", ...parts].join(":");
@@ -90,9 +126,9 @@ export class BuildHistory {
     const packages = (build.packages ?? []).filter((p) => p !== "" && !p.startsWith("-"));
     if (packages.length > 0) {
       this.rank(multi, this.key("packages", day), packages);
-      this.rank(multi, this.key("packages", day, "version", build.version), packages);
-      this.rank(multi, this.key("packages", day, "target", build.target), packages);
-      this.rank(multi, this.key("packages", day, "version", build.version, "target", build.target), packages);
+      const filtered = MAX_RANKED_PER_DAY_FILTERED;
+      this.rank(multi, this.key("packages", day, "version", build.version), packages, filtered);
+      this.rank(multi, this.key("packages", day, "target", build.target), packages, filtered);
     }
 
     if (!build.ok) {
@@ -107,9 +143,14 @@ export class BuildHistory {
     }
   }
 
-  private rank(multi: ChainableCommander, key: string, names: readonly string[]): void {
+  private rank(
+    multi: ChainableCommander,
+    key: string,
+    names: readonly string[],
+    cap = MAX_RANKED_PER_DAY,
+  ): void {
     for (const name of names) multi.zincrby(key, 1, name);
-    multi.zremrangebyrank(key, 0, -(MAX_RANKED_PER_DAY + 1)).expire(key, (HISTORY_DAYS + 1) * DAY_SECONDS);
+    multi.zremrangebyrank(key, 0, -(cap + 1)).expire(key, (HISTORY_DAYS + 1) * DAY_SECONDS);
   }
 
   /** Successes and failures of the last 24 hours, by the hour (the current hour and 23 before). */
@@ -176,9 +217,11 @@ export class BuildHistory {
     now = new Date(),
   ): Promise<ChartData> {
     const { labels, days } = dayBuckets(now, VERSION_WEEKS, 7);
-    const pipeline = this.redis.pipeline();
-    for (const [day] of days) pipeline.hgetall(this.key("versions", day));
-    const rows = (await execOrThrow(pipeline)) as Record<string, string>[];
+    const rows = await this.cached(`versions:${dayOf(now)}`, async () => {
+      const pipeline = this.redis.pipeline();
+      for (const [day] of days) pipeline.hgetall(this.key("versions", day));
+      return (await execOrThrow(pipeline)) as Record<string, string>[];
+    });
     const buckets = new Map<string, number[]>();
     rows.forEach((row, i) => {
       const week = days[i]?.[1] ?? 0;
@@ -197,15 +240,8 @@ export class BuildHistory {
   }
 
   /** The most built packages of the last HISTORY_DAYS days, overall or for one version or target. */
-  async topPackages(
-    filter: { version?: string; target?: string },
-    limit: number,
-    now = new Date(),
-  ): Promise<Ranked[]> {
-    const suffix = [
-      ...(filter.version !== undefined ? ["version", filter.version] : []),
-      ...(filter.target !== undefined ? ["target", filter.target] : []),
-    ];
+  async topPackages(filter: PackageFilter | undefined, limit: number, now = new Date()): Promise<Ranked[]> {
+    const suffix = filter ? [filter.by, filter.value] : [];
     return this.top((day) => this.key("packages", day, ...suffix), limit, now);
   }
 
@@ -216,13 +252,15 @@ export class BuildHistory {
 
   private async top(keyOf: (day: string) => string, limit: number, now: Date): Promise<Ranked[]> {
     const keys = dayBuckets(now, HISTORY_DAYS, 1).days.map(([day]) => keyOf(day));
-    // ZUNION (Redis 6.2+) sums the daily scores; every daily set is capped, so the answer is too.
-    const flat = await this.redis.zunion(keys.length, ...keys, "WITHSCORES");
-    const out: Ranked[] = [];
-    for (let i = 0; i + 1 < flat.length; i += 2)
-      out.push({ name: flat[i] ?? "", count: Number(flat[i + 1]) });
-    out.sort((a, b) => b.count - a.count || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    return out.slice(0, limit);
+    const ranked = await this.cached(`top:${keys.at(-1) ?? ""}`, async () => {
+      // ZUNION (Redis 6.2+) sums the daily scores; every daily set is capped, so the answer is too.
+      const flat = await this.redis.zunion(keys.length, ...keys, "WITHSCORES");
+      const out: Ranked[] = [];
+      for (let i = 0; i + 1 < flat.length; i += 2)
+        out.push({ name: flat[i] ?? "", count: Number(flat[i + 1]) });
+      return out.sort((a, b) => b.count - a.count || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    });
+    return ranked.slice(0, limit);
   }
 
   /** The newest failures first, at most `limit`; older entries are projected to the same fields. */

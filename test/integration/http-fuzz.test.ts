@@ -256,6 +256,14 @@ const getPath = fc.oneof(
     "/api/branches",
     "/api/versions",
     "/api/v1/stats",
+    "/api/v1/stats/summary",
+    "/api/v1/builds-per-day",
+    "/api/v1/builds-by-version",
+    "/api/v1/top-packages",
+    "/api/v1/top-targets",
+    "/api/v1/build-errors",
+    "/stats",
+    "/stats/stats.js",
     "/json/v1/overview.json",
     "/json/v1/branches.json",
     "/json/v1/latest.json",
@@ -269,6 +277,13 @@ const queryString = fc.oneof(
   fc.dictionary(segment, segment, { maxKeys: 4 }).map((q) => `?${new URLSearchParams(q).toString()}`),
   nasty.map((s) => `?${encodeURIComponent(s)}`),
   fc.constantFrom("?", "??", "?&&", "?a=1&a=2", "?__proto__[x]=1", "?constructor=1"),
+  // The stats endpoints' own parameters, with any value.
+  fc
+    .tuple(
+      fc.subarray(["version", "target", "branch", "limit", "n_entries"]),
+      fc.oneof(segment, nasty, fc.nat()),
+    )
+    .map(([keys, value]) => `?${keys.map((k) => `${k}=${encodeURIComponent(String(value))}`).join("&")}`),
 );
 
 // --- the properties -------------------------------------------------------------------------

@@ -136,6 +136,9 @@ describe("stats endpoints", () => {
     });
     const t = await request(api.url, "GET", "/api/v1/top-packages?target=x86/64");
     expect(t.body.packages).toEqual([]);
+    const both = await request(api.url, "GET", "/api/v1/top-packages?version=23.05.4&target=x86/64");
+    expect(both.status).toBe(400);
+    expect(both.body.detail).toMatch(/either \?version= or \?target=/);
     const targets = await request(api.url, "GET", "/api/v1/top-targets");
     expect(targets.body.targets).toEqual([
       { name: "ath79/generic", count: 4 },

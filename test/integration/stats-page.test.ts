@@ -23,14 +23,17 @@ if (!hasChromium) {
 
 let mirror: Mirror;
 let server: TestServer;
+let worker: TestServer;
 let browser: Browser | undefined;
 
 const archer = { target: "ath79/generic", profile: "tplink_archer-c7-v5" };
 
 beforeAll(async () => {
   mirror = await startMirror();
-  // API and one worker: the history comes from real builds on the synthetic mirror.
-  server = await startTestServer(mirror, { role: "all" });
+  // An API and a worker as separate servers sharing only Redis (and the local store's folder):
+  // the history the worker writes for real builds on the synthetic mirror is what the API shows.
+  worker = await startTestServer(mirror, { role: "worker" });
+  server = await startTestServer(mirror, { role: "api", prefix: worker.prefix, workDir: worker.workDir });
   const builds = [
     { ...archer, version: "24.10.4", packages: ["tcpdump"] },
     { ...archer, version: "24.10.4", packages: ["tcpdump"] }, // the same request again: a cache hit
@@ -47,7 +50,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
   await server?.close();
-  if (server) await flushPrefix(server.prefix);
+  await worker?.close();
+  if (worker) await flushPrefix(worker.prefix);
   await mirror?.close();
 });
 
