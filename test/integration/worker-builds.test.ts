@@ -25,7 +25,7 @@ const signingKey = generateKeyPair("asu-ts test");
 const extraServers: TestServer[] = [];
 
 beforeAll(async () => {
-  mirror = await startMirror();
+  mirror = await startMirror({ writable: true });
   const keyDir = await mkdtemp(path.join(tmpdir(), "asu-key-"));
   const keyFile = path.join(keyDir, "asu.key");
   await writeFile(keyFile, signingKey.secretFile);
