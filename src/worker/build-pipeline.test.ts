@@ -1,35 +1,218 @@
-import { describe, expect, it } from "vitest";
-import { loadConfig } from "../config/config.js";
-import { branchFor, diffPackages } from "./build-pipeline.js";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import {
+  FAKE_FIRMWARE,
+  FAKE_IMAGE,
+  FAKE_PROFILE,
+  FakeImageBuilders,
+  FakeRunner,
+  FakeStore,
+  fakeJob,
+  type FakeStep,
+} from "../../test/support/pipeline-fakes.js";
+import { loadConfig, type AsuConfig } from "../config/config.js";
+import {
+  ImageBuilderUnavailableError,
+  ImageBuilderVerificationError,
+} from "../imagebuilder/imagebuilder-errors.js";
+import type { BuildStage } from "../queue/build-job.js";
+import { AsuError, BuildError, isRetryable, isUserFault } from "../shared/errors.js";
+import { runBuildPipeline, type PipelineDeps } from "./build-pipeline.js";
 
-describe("diffPackages", () => {
-  it("removes default packages the request does not list, keeping the user's order", () => {
-    expect(
-      diffPackages(["luci", "base-files", "tcpdump"], ["base-files", "dnsmasq", "dropbear", "base-files"]),
-    ).toEqual(["luci", "base-files", "tcpdump", "-dnsmasq", "-dropbear"]);
-  });
+/**
+ * The middle tier (issue #15, item 7): runBuildPipeline with a fake runner, ImageBuilder
+ * cache and store, one test per branch. No sandbox, no mirror, no Redis.
+ */
 
-  it("does not repeat a removal the user asked for", () => {
-    expect(diffPackages(["-dnsmasq", "dnsmasq-full"], ["dnsmasq", "dropbear"])).toEqual([
-      "-dnsmasq",
-      "dnsmasq-full",
-      "-dropbear",
-    ]);
-  });
+const HASH = "b".repeat(64);
+let tmp: string;
+let config: AsuConfig;
 
-  it("does not prefix a device package that is already a removal (-swconfig → never --swconfig)", () => {
-    const out = diffPackages(["luci"], ["swconfig", "-swconfig", "dnsmasq", "-wpad-basic"]);
-    expect(out).toEqual(["luci", "-dnsmasq", "-swconfig"]);
-    expect(out.some((p) => p.startsWith("--"))).toBe(false);
-  });
+beforeAll(async () => {
+  tmp = await mkdtemp(path.join(os.tmpdir(), "asu-pipeline-"));
+  await mkdir(path.join(tmp, "ib"));
+  config = { ...loadConfig({ cwd: "/nonexistent-dir-for-defaults", env: {} }), job_timeout: 60 };
 });
 
-describe("branchFor", () => {
-  const config = loadConfig({ cwd: "/nonexistent-dir-for-defaults", env: {} });
-  it("maps versions to their branch", () => {
-    expect(branchFor(config, "24.10.4").name).toBe("24.10");
-    expect(branchFor(config, "24.10-SNAPSHOT").name).toBe("24.10");
-    expect(branchFor(config, "SNAPSHOT").name).toBe("SNAPSHOT");
-    expect(() => branchFor(config, "1.0")).toThrow("Unsupported branch for version 1.0");
+afterAll(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+function setup(
+  script: ConstructorParameters<typeof FakeRunner>[1] = {},
+  ib: ConstructorParameters<typeof FakeImageBuilders>[1] = {},
+) {
+  const runner = new FakeRunner(tmp, script);
+  const imagebuilders = new FakeImageBuilders(path.join(tmp, "ib"), ib);
+  const store = new FakeStore();
+  const stages: BuildStage[] = [];
+  const deps: PipelineDeps = { config, runner, imagebuilders, storeFiles: store.storeFiles };
+  const run = (conf: AsuConfig = config, job = fakeJob({ profile: FAKE_PROFILE })) =>
+    runBuildPipeline(HASH, job, { ...deps, config: conf }, async (s) => {
+      stages.push(s);
+    });
+  return { runner, imagebuilders, store, stages, run };
+}
+
+async function failure(promise: Promise<unknown>): Promise<AsuError> {
+  const err = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(AsuError);
+  return err as AsuError;
+}
+
+describe("runBuildPipeline", () => {
+  it("builds, stores the image and its manifest, reports LuCI's stages and cleans up", async () => {
+    const t = setup();
+    const result = await t.run();
+    expect(result.body).toMatchObject({
+      status: 200,
+      detail: "done",
+      imagebuilder_status: "done",
+      id: FAKE_PROFILE,
+      request_hash: HASH,
+      bin_dir: HASH,
+      manifest: { "base-files": "1", busybox: "2" },
+      images: [{ name: FAKE_IMAGE, type: "sysupgrade" }],
+    });
+    expect(t.stages).toEqual([
+      "init",
+      "validate_revision",
+      "validate_manifest",
+      "calculate_packages_hash",
+      "building_image",
+    ]);
+    const stored = t.store.builds.get(HASH);
+    expect(stored?.get(FAKE_IMAGE)).toEqual(FAKE_FIRMWARE);
+    expect(stored?.get("openwrt-24.10.4-ath79-generic-test_device.manifest")?.toString()).toBe(
+      "base-files - 1\nbusybox - 2\n",
+    );
+    expect(t.runner.calls.map((args) => args[1])).toEqual(["info", "manifest", "image"]);
+    expect(t.runner.workspaces.map((w) => w.disposed)).toEqual([true]);
+    expect([t.imagebuilders.acquired, t.imagebuilders.released]).toEqual([1, 1]);
+  });
+
+  // Each failure: the detail a client reads, and whether it is the user's fault and retried.
+  const failures: [
+    string,
+    Partial<Record<"info" | "manifest" | "image", FakeStep>>,
+    RegExp,
+    boolean,
+    boolean,
+  ][] = [
+    ["make info fails", { info: { code: 2 } }, /could not list its profiles/, false, true],
+    [
+      "impossible package selection",
+      {
+        manifest: {
+          code: 1,
+          stderr: "Collected errors:\n * opkg_install_cmd: Cannot install package nope.\n",
+        },
+      },
+      /^Error: Impossible package selection: missing \(nope\)/,
+      true,
+      false,
+    ],
+    [
+      "unrecognised package manager failure",
+      { manifest: { code: 1, stderr: "something odd\n" } },
+      /does not recognise/,
+      false,
+      false,
+    ],
+    ["empty manifest", { manifest: { stdout: "" } }, /empty manifest/, false, false],
+    [
+      "image too big",
+      { image: { code: 1, stderr: "Image file squashfs-sysupgrade.bin is too big\n" } },
+      /exceed device storage/,
+      true,
+      false,
+    ],
+    [
+      "make image fails",
+      { image: { code: 2, stderr: "make: *** Error 2\n" } },
+      /image build failed/,
+      false,
+      true,
+    ],
+    ["no profiles.json", { image: {} }, /wrote no profiles.json/, false, false],
+    // Killed from outside (shutdown's killAll): not the user's doing, another attempt may succeed.
+    [
+      "build killed (cancelled)",
+      { image: { code: null, signal: "SIGKILL" } },
+      /image build failed/,
+      false,
+      true,
+    ],
+  ];
+  it.each(failures)("%s", async (_name, script, detail, userFault, retryable) => {
+    const t = setup(script);
+    const err = await failure(t.run());
+    expect(err).toBeInstanceOf(BuildError);
+    expect(err.detail).toMatch(detail);
+    expect({ userFault: isUserFault(err), retryable: isRetryable(err) }).toEqual({ userFault, retryable });
+    expect(t.store.builds.size).toBe(0);
+    expect(t.runner.workspaces.every((w) => w.disposed)).toBe(true);
+    expect(t.imagebuilders.released).toBe(t.imagebuilders.acquired);
+  });
+
+  it("refuses a wrong revision as the user's fault", async () => {
+    const t = setup();
+    const err = await failure(t.run(config, fakeJob({ profile: FAKE_PROFILE, version_code: "r1-other" })));
+    expect(err.detail).toBe("Error: Received incorrect version r28427-6df0e3d02a (requested r1-other)");
+    expect(isUserFault(err)).toBe(true);
+  });
+
+  it("refuses defaults the server does not accept, before getting an ImageBuilder", async () => {
+    const t = setup();
+    const err = await failure(t.run(config, fakeJob({ profile: FAKE_PROFILE, defaults: "echo hi" })));
+    expect(err.detail).toMatch(/does not accept `defaults`/);
+    expect(t.imagebuilders.acquired).toBe(0);
+  });
+
+  it.each([
+    ["a download that may work later", new ImageBuilderUnavailableError("mirror down"), true],
+    ["a tampered archive", new ImageBuilderVerificationError("bad signature"), false],
+  ])("passes on an ImageBuilder failure: %s", async (_name, error, retryable) => {
+    const t = setup({}, { fail: error });
+    const err = await failure(t.run());
+    expect(err).toBe(error);
+    expect(isRetryable(err)).toBe(retryable);
+    expect(t.runner.calls).toEqual([]);
+  });
+
+  it("kills a build that hangs at job_timeout, and releases its workspace and ImageBuilder", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    const t = setup({ image: "hang" });
+    const outcome = failure(t.run({ ...config, job_timeout: 600 }));
+    await t.runner.started("image");
+    expect(t.runner.killed).toBe(0);
+    await vi.advanceTimersByTimeAsync(600_000);
+    const err = await outcome;
+    expect(err.detail).toBe("Error: Build timed out after 600 s and was stopped.");
+    expect({ userFault: isUserFault(err), retryable: isRetryable(err) }).toEqual({
+      userFault: false,
+      retryable: false,
+    });
+    // The hanging make saw the abort (the native runner kills its process group on it).
+    await vi.waitFor(() => expect(t.runner.killed).toBe(1));
+    await vi.waitFor(() => expect(t.runner.workspaces.map((w) => w.disposed)).toEqual([true]));
+    await vi.waitFor(() => expect(t.imagebuilders.released).toBe(1));
+    expect(t.store.builds.size).toBe(0);
+  });
+
+  it("fails a store that cannot take the files as the server's fault", async () => {
+    const t = setup();
+    t.store.fail = Object.assign(new Error("EIO: i/o error, write"), { code: "EIO" });
+    await expect(t.run()).rejects.toThrow(/EIO/);
+    expect(t.runner.workspaces.map((w) => w.disposed)).toEqual([true]);
   });
 });

@@ -1,14 +1,27 @@
 import { requestHash } from "../request/request-hash.js";
-import { fakeJob, fakeWorkspace } from "../../test/support/pipeline-fakes.js";
+import {
+  FAKE_IMAGE,
+  FAKE_PROFILE,
+  FakeImageBuilders,
+  FakeQueue,
+  FakeRunner,
+  FakeStore,
+  fakeJob,
+  fakeWorkspace,
+} from "../../test/support/pipeline-fakes.js";
+import {
+  ImageBuilderUnavailableError,
+  ImageBuilderVerificationError,
+} from "../imagebuilder/imagebuilder-errors.js";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { loadConfig, type AsuConfig } from "../config/config.js";
-import type { BuildQueue, BuildJobContext } from "../queue/build-queue.js";
+import { UnrecoverableError, type BuildQueue, type BuildJobContext } from "../queue/build-queue.js";
 import type { BuildJobData } from "../queue/build-job.js";
 import type { Stats } from "../stats/stats.js";
-import { processJob, type BuildWorkerDeps } from "./build-worker.js";
+import { processJob, SERVER_FAULT_TTL_SECONDS, type BuildWorkerDeps } from "./build-worker.js";
 
 /**
  * How the worker stores and logs failures: a server fault is never cached for an hour as the
@@ -172,25 +185,41 @@ describe("processJob", () => {
     expect(h.results[0]?.ttl).toBe(config.build_failure_ttl);
   });
 
-  it(
-    "frees the worker at job_timeout when a job is stuck, with a clear detail",
-    { timeout: 15_000 },
-    async () => {
+  // Deterministic (issue #15, item 7): fake timers fire job_timeout, no wall-clock bound.
+  it("frees the worker at job_timeout when a job is stuck, with a clear detail", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    try {
+      let acquiring!: () => void;
+      const acquireStarted = new Promise<void>((resolve) => (acquiring = resolve));
       const h = harness(
         { code: 0, stdout: "", stderr: "" },
-        { imagebuilders: { acquire: () => new Promise(() => undefined) } },
+        {
+          imagebuilders: {
+            acquire: () => {
+              acquiring();
+              return new Promise(() => undefined);
+            },
+          },
+        },
         { ...config, job_timeout: 1 },
       );
       const job = jobContext(0, 3);
-      const started = Date.now();
-      await expect(processJob(job, h.deps)).rejects.toThrow(/timed out/);
-      expect(Date.now() - started).toBeLessThan(3_000);
+      const outcome = processJob(job, h.deps).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      await acquireStarted;
+      expect(h.results).toEqual([]);
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(String(await outcome)).toMatch(/timed out/);
       expect(h.results).toHaveLength(1);
       expect(h.results[0]?.body.detail).toBe("Error: Build timed out after 1 s and was stopped.");
       expect(h.results[0]?.ttl).toBeLessThanOrEqual(300);
       expect(job.stages.at(-1)).toBe("failed");
-    },
-  );
+    } finally {
+      vi.useRealTimers();
+    }
+  });
 
   it("keeps results and log lines small for a request with 1,000 bogus packages", async () => {
     const bogus = Array.from({ length: 1000 }, (_, i) => `bogus-package-name-number-${i}`);
@@ -215,5 +244,100 @@ describe("processJob", () => {
       expect(text).not.toContain("Installing lots of things");
       expect(text).not.toContain("Collected errors");
     }
+  });
+});
+
+/** processJob over the shared fakes (test/support/pipeline-fakes.ts): one test per outcome. */
+describe("processJob outcomes", () => {
+  function worker(script: ConstructorParameters<typeof FakeRunner>[1] = {}, ibFail?: unknown) {
+    const queue = new FakeQueue();
+    const runner = new FakeRunner(tmp, script);
+    const store = new FakeStore();
+    const recorded: { ok: boolean; detail?: string }[] = [];
+    const deps = {
+      config,
+      queue: queue.asQueue,
+      stats: {
+        recordBuild: async (b: { ok: boolean; detail?: string }) => {
+          recorded.push(b);
+        },
+      } as unknown as Stats,
+      logger: { info: () => undefined, warn: () => undefined, error: () => undefined },
+      imagebuilders: new FakeImageBuilders(
+        path.join(tmp, "ib"),
+        ibFail === undefined ? {} : { fail: ibFail },
+      ),
+      runner,
+      storeFiles: store.storeFiles,
+    } satisfies BuildWorkerDeps;
+    return { queue, runner, store, recorded, deps };
+  }
+
+  function job(attemptsMade = 0): BuildJobContext & { stages: string[] } {
+    const stages: string[] = [];
+    const data = fakeJob({ profile: FAKE_PROFILE });
+    return {
+      id: requestHash(data.request),
+      data,
+      attemptsMade,
+      maxAttempts: 3,
+      stages,
+      setStage: async (stage) => {
+        stages.push(stage);
+      },
+    };
+  }
+
+  it("success: stores the result for the job's result_ttl and records the build", async () => {
+    const w = worker();
+    const j = job();
+    await processJob(j, w.deps);
+    const result = w.queue.results.get(j.id);
+    expect(result?.status).toBe(200);
+    expect(result?.ttl).toBe(j.data.result_ttl);
+    expect(JSON.parse(result?.body ?? "{}")).toMatchObject({ status: 200, imagebuilder_status: "done" });
+    expect(j.stages.at(-1)).toBe("done");
+    expect(w.store.builds.get(j.id)?.has(FAKE_IMAGE)).toBe(true);
+    expect(w.recorded).toEqual([expect.objectContaining({ ok: true })]);
+  });
+
+  it("user fault: stored for build_failure_ttl and never retried", async () => {
+    const w = worker({
+      manifest: { code: 1, stderr: " * opkg_install_cmd: Cannot install package nope.\n" },
+    });
+    const j = job();
+    await expect(processJob(j, w.deps)).rejects.toBeInstanceOf(UnrecoverableError);
+    expect(w.queue.results.get(j.id)).toMatchObject({ status: 500, ttl: config.build_failure_ttl });
+    expect(j.stages.at(-1)).toBe("failed");
+    expect(w.recorded).toEqual([expect.objectContaining({ ok: false })]);
+  });
+
+  it("retryable server fault: retried with nothing stored, then stored briefly on the last attempt", async () => {
+    const w = worker({}, new ImageBuilderUnavailableError("mirror down"));
+    const first = job(0);
+    await expect(processJob(first, w.deps)).rejects.toBeInstanceOf(ImageBuilderUnavailableError);
+    expect(w.queue.results.size).toBe(0);
+    const last = job(2);
+    await expect(processJob(last, w.deps)).rejects.toBeInstanceOf(ImageBuilderUnavailableError);
+    const result = w.queue.results.get(last.id);
+    expect(result?.ttl).toBe(SERVER_FAULT_TTL_SECONDS);
+    expect(JSON.parse(result?.body ?? "{}").detail).toBe(
+      "Error: Could not prepare the ImageBuilder: mirror down. Please try again later or tell the server operator.",
+    );
+  });
+
+  it("server fault that retrying cannot fix: stored briefly and not retried", async () => {
+    const w = worker({}, new ImageBuilderVerificationError("bad signature"));
+    const j = job(0);
+    await expect(processJob(j, w.deps)).rejects.toBeInstanceOf(UnrecoverableError);
+    expect(w.queue.results.get(j.id)?.ttl).toBe(SERVER_FAULT_TTL_SECONDS);
+  });
+
+  it("refuses a job whose id is not its request's hash, writing no result", async () => {
+    const w = worker();
+    const j = { ...job(), id: "c".repeat(64) };
+    await expect(processJob(j, w.deps)).rejects.toBeInstanceOf(UnrecoverableError);
+    expect(w.queue.results.size).toBe(0);
+    expect(w.runner.calls).toEqual([]);
   });
 });

@@ -5,10 +5,11 @@ import path from "node:path";
 import { Redis } from "ioredis";
 import { startServer, type Role, type RunningServer } from "../../src/app.js";
 import { loadConfig, type AsuConfig, type RawConfig } from "../../src/config/config.js";
-import { generateMirror, type MirrorInfo } from "../../fixtures/mirror/generate-mirror.js";
+import type { MirrorInfo } from "../../fixtures/mirror/generate-mirror.js";
 import { startMirrorServer } from "../../fixtures/mirror/mirror-server.js";
 import type { RealToolsMirrorInfo } from "../../fixtures/real-tools/generate-real-mirror.js";
 import { ensureRealToolsMirror } from "../../fixtures/real-tools/real-mirror-cache.js";
+import { copyFastMirror, ensureFastMirror } from "../support/fast-mirror.js";
 
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 
@@ -20,19 +21,24 @@ export interface Mirror {
   close(): Promise<void>;
 }
 
-/** Generates the synthetic OpenWrt mirror in a temp folder and serves it on loopback. */
-export async function startMirror(): Promise<Mirror> {
-  const dir = await mkdtemp(path.join(tmpdir(), "asu-mirror-"));
-  const info = await generateMirror({ dir });
-  const server = await startMirrorServer({ dir });
+/**
+ * Serves the synthetic OpenWrt mirror on loopback. The tree is generated once per test run and
+ * shared (test/support/fast-mirror.ts); `writable: true` gives the caller a private copy, for
+ * tests that publish a snapshot or tamper with the tree.
+ */
+export async function startMirror(opts: { writable?: boolean } = {}): Promise<Mirror> {
+  const { info, root } = opts.writable
+    ? await copyFastMirror()
+    : { info: await ensureFastMirror(), root: undefined };
+  const server = await startMirrorServer({ dir: info.dir });
   return {
     info,
     url: server.url,
     requests: server.requests,
-    dir,
+    dir: info.dir,
     close: async () => {
       await server.close();
-      await rm(dir, { recursive: true, force: true });
+      if (root !== undefined) await rm(root, { recursive: true, force: true });
     },
   };
 }

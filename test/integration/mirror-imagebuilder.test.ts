@@ -4,7 +4,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { generateMirror, type MirrorInfo } from "../../fixtures/mirror/generate-mirror.js";
+import type { MirrorInfo } from "../../fixtures/mirror/generate-mirror.js";
+import { copyFastMirror } from "../support/fast-mirror.js";
 import { snapshotRevision } from "../../fixtures/mirror/mirror-catalog.js";
 import { startMirrorServer, type MirrorServer } from "../../fixtures/mirror/mirror-server.js";
 import {
@@ -17,6 +18,7 @@ import { spawnSync } from "node:child_process";
 const sha256 = (data: Buffer | string) => createHash("sha256").update(data).digest("hex");
 
 let work: string;
+let mirrorRoot: string | undefined;
 let info: MirrorInfo;
 let server: MirrorServer;
 const ib: Record<string, string> = {};
@@ -50,7 +52,10 @@ async function exists(p: string): Promise<boolean> {
 
 beforeAll(async () => {
   work = await mkdtemp(path.join(tmpdir(), "asu-mirror-ib-"));
-  info = await generateMirror({ dir: path.join(work, "mirror") });
+  // A private copy of the run's mirror: some tests tamper with a feed (then restore it).
+  const copy = await copyFastMirror();
+  info = copy.info;
+  mirrorRoot = copy.root;
   server = await startMirrorServer({ dir: info.dir });
   ib.ath79_23 = await ibFor("23.05.4", "ath79/generic");
   ib.x86_24 = await ibFor("24.10.4", "x86/64");
@@ -61,6 +66,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await server?.close();
   if (work) await rm(work, { recursive: true, force: true });
+  if (mirrorRoot) await rm(mirrorRoot, { recursive: true, force: true });
 });
 
 describe("make info", () => {

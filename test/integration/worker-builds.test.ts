@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import { appendFile, mkdtemp, readdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { publishSnapshot } from "../../fixtures/mirror/generate-mirror.js";
 import { snapshotRevision } from "../../fixtures/mirror/mirror-catalog.js";
 import { generateKeyPair, verifyMessage } from "../../src/shared/usign.js";
@@ -25,7 +25,7 @@ const signingKey = generateKeyPair("asu-ts test");
 const extraServers: TestServer[] = [];
 
 beforeAll(async () => {
-  mirror = await startMirror();
+  mirror = await startMirror({ writable: true });
   const keyDir = await mkdtemp(path.join(tmpdir(), "asu-key-"));
   const keyFile = path.join(keyDir, "asu.key");
   await writeFile(keyFile, signingKey.secretFile);
@@ -292,11 +292,16 @@ describe("build failures give the contract's detail", () => {
     extraServers.push(slow);
     const res = await failure({ ...archer, packages: ["htop", "curl"] }, slow.url);
     expect(String(res.body.detail)).toMatch(/^Error: Build timed out after 1 s/);
-    await new Promise((r) => setTimeout(r, 500));
-    const leftovers = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" })
-      .split("\n")
-      .filter((line) => line.includes(slow.workDir));
-    expect(leftovers).toEqual([]);
+    // Waits for the killed process group to be reaped, instead of sleeping a fixed time.
+    await vi.waitFor(
+      () => {
+        const leftovers = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" })
+          .split("\n")
+          .filter((line) => line.includes(slow.workDir));
+        expect(leftovers).toEqual([]);
+      },
+      { timeout: 5_000, interval: 100 },
+    );
   });
 });
 
