@@ -1,4 +1,4 @@
-import type { RunResult } from "../process-runner.js";
+import type { OutputLineListener, RunResult } from "../process-runner.js";
 
 /** PATH inside a build, sandboxed or not. */
 export const BUILD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -57,6 +57,8 @@ export interface RunnerRunOptions {
   timeoutMs: number;
   maxOutputBytes: number;
   signal?: AbortSignal;
+  /** Each output line as it happens (live progress, issue #14). */
+  onLine?: OutputLineListener;
 }
 
 export type SandboxCheck = { ok: true } | { ok: false; reason: string };

@@ -95,6 +95,7 @@ export class NativeRunner implements BuildRunner {
       env: { PATH: BUILD_PATH },
       timeoutMs: opts.timeoutMs,
       maxOutputBytes: opts.maxOutputBytes,
+      ...(opts.onLine ? { onLine: opts.onLine } : {}),
     };
     // Killing bwrap's process group does not reach the build: --new-session puts it in a
     // session of its own. It dies anyway: --die-with-parent kills the sandbox's pid 1 when

@@ -51,6 +51,7 @@ export class UnsandboxedRunner implements BuildRunner {
       env: { PATH: BUILD_PATH, HOME: home, TMPDIR: tmp, LANG: "C.UTF-8" },
       timeoutMs: opts.timeoutMs,
       maxOutputBytes: opts.maxOutputBytes,
+      ...(opts.onLine ? { onLine: opts.onLine } : {}),
     };
     return this.processRunner.run(opts.signal ? { ...runOpts, signal: opts.signal } : runOpts);
   }
