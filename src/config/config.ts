@@ -81,6 +81,7 @@ export const RawConfigSchema = Type.Object(
       Type.Union([Type.Boolean(), Type.Integer({ minimum: 0 }), Type.Array(Type.String())]),
     ),
     imagebuilder_check_interval: Type.Optional(Duration),
+    events_heartbeat: Type.Optional(Duration),
     // Where finished builds go (upstream ASU's keys): "local" is public_path/store.
     store_backend: Type.Optional(Type.Union([Type.Literal("local"), Type.Literal("s3")])),
     s3_endpoint: Type.Optional(Type.String()),
@@ -172,6 +173,8 @@ export interface AsuConfig {
   shutdown_timeout: number;
   /** How often a worker asks upstream whether an ImageBuilder changed (a new snapshot). */
   imagebuilder_check_interval: number;
+  /** Seconds between ": heartbeat" comments on build event streams, so proxies keep them open. */
+  events_heartbeat: number;
   /**
    * Which X-Forwarded-For entries to believe, counted from the right (the entry the nearest
    * proxy appended): false = none (the socket address is the client); a number = that many
@@ -229,6 +232,7 @@ const DEFAULTS = {
   worker_lock_duration: "30s",
   shutdown_timeout: "30s",
   imagebuilder_check_interval: "1m",
+  events_heartbeat: "15s",
 };
 
 const LOG_LEVELS: Record<string, LogLevel> = {
@@ -300,7 +304,8 @@ export function loadConfig(options: LoadConfigOptions = {}): AsuConfig {
       | "build_failure_ttl"
       | "worker_lock_duration"
       | "shutdown_timeout"
-      | "imagebuilder_check_interval",
+      | "imagebuilder_check_interval"
+      | "events_heartbeat",
   ) => {
     const value = conf[key] ?? DEFAULTS[key];
     const seconds = parseDuration(value);
@@ -360,6 +365,7 @@ export function loadConfig(options: LoadConfigOptions = {}): AsuConfig {
     shutdown_timeout: duration("shutdown_timeout"),
     trust_proxy: trustProxy(conf.trust_proxy, problems),
     imagebuilder_check_interval: duration("imagebuilder_check_interval"),
+    events_heartbeat: duration("events_heartbeat"),
     store_backend: conf.store_backend ?? "local",
   };
   if (existsSync(file)) config.config_file = file;

@@ -318,7 +318,7 @@ export class BuildEventHub {
     if (this.running || this.closed) return;
     this.running = true;
     if (this.blocking.status === "wait") this.blocking.connect().catch(() => undefined);
-    void this.loop().finally(() => {
+    this.loop().catch(() => {
       this.running = false;
     });
   }
@@ -331,7 +331,12 @@ export class BuildEventHub {
   }
 
   private async loop(): Promise<void> {
-    while (!this.closed && this.watched.size > 0) {
+    for (;;) {
+      if (this.closed || this.watched.size === 0) {
+        // In the same tick as this check: a subscribe from now on starts a new loop.
+        this.running = false;
+        return;
+      }
       const keys = [...this.watched.keys()];
       const cursors = keys.map((k) => (this.watched.get(k) as Watched).cursor);
       let result: [string, [string, string[]][]][] | null;

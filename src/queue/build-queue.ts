@@ -2,7 +2,13 @@ import { Queue, Worker, UnrecoverableError, WaitingError, type Job } from "bullm
 import { Redis } from "ioredis";
 import type { NormalizedRequest } from "../request/normalize-request.js";
 import type { BuildJobData, BuildStage, StoredResult } from "./build-job.js";
-import { BuildEventLog, type BuildEventLimits, type LogSink } from "./build-events.js";
+import {
+  BuildEventHub,
+  BuildEventLog,
+  type BuildEventHubOptions,
+  type BuildEventLimits,
+  type LogSink,
+} from "./build-events.js";
 import { QueueUnavailableError, isRedisConnectionError } from "./queue-errors.js";
 
 export const QUEUE_NAME = "build";
@@ -73,6 +79,14 @@ export class BuildQueue {
     });
     this.queue.on("error", () => undefined);
     this.events = new BuildEventLog(this.redis, opts.prefix, opts.eventLimits);
+  }
+
+  /**
+   * The hub that wakes an API server's event streams: one more connection, blocking, for
+   * all of them together (issue #14, docs/decisions/010).
+   */
+  createEventHub(opts: BuildEventHubOptions = {}): BuildEventHub {
+    return new BuildEventHub(this.redisUrl, this.redis, opts);
   }
 
   /** Whether the request-path connection is up (readiness, and the fast 503). */
