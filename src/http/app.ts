@@ -58,7 +58,8 @@ export async function createApp(deps: AppDeps): Promise<AsuApp> {
   await app.register(cors, {
     origin: "*",
     methods: ["GET", "HEAD", "POST", "OPTIONS"],
-    allowedHeaders: ["content-type"],
+    // last-event-id: a browser's EventSource resumes a build's event stream with it (issue #14).
+    allowedHeaders: ["content-type", "last-event-id"],
     exposedHeaders: ["X-Imagebuilder-Status", "X-Queue-Position", "X-Unknown-Package", "Content-Length"],
     maxAge: 86400,
   });

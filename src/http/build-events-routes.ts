@@ -69,12 +69,17 @@ export async function registerBuildEventRoutes(
       stream.onClose(() => opened.stop());
       // Headers at once: the client knows the stream is open, and heartbeats start.
       stream.sendHeaders(200);
-      await opened.run({
-        send: (event) => stream.send({ id: event.id, event: event.event, data: event.data }),
-        get closed() {
-          return !stream.isConnected;
-        },
-      });
+      try {
+        await opened.run({
+          send: (event) => stream.send({ id: event.id, event: event.event, data: event.data }),
+          get closed() {
+            return !stream.isConnected;
+          },
+        });
+      } catch (err) {
+        // A client that left while we wrote is normal; anything else is a server fault.
+        if (stream.isConnected) request.log.error({ err }, "build event stream failed");
+      }
       stream.close();
       return reply;
     },
