@@ -24,8 +24,8 @@ let mirror: Mirror;
 let shared: string;
 let proxy: { url: string; server: Server; hold: boolean; held: (() => void)[] };
 const procs: { child: ChildProcess; dir: string }[] = [];
-let api: { url: string; dir: string };
-let worker: { dir: string };
+let api: { url: string; dir: string; child: ChildProcess };
+let worker: { dir: string; child: ChildProcess };
 
 /** The mirror behind a proxy that can hold ImageBuilder downloads: a build then waits in download_imagebuilder. */
 async function startHoldingProxy(target: string): Promise<typeof proxy> {
@@ -48,7 +48,9 @@ async function startHoldingProxy(target: string): Promise<typeof proxy> {
   return Object.assign(state, { url: `http://127.0.0.1:${port}`, server });
 }
 
-async function startAsu(role: "serve" | "worker"): Promise<{ url: string; dir: string }> {
+async function startAsu(
+  role: "serve" | "worker",
+): Promise<{ url: string; dir: string; child: ChildProcess }> {
   const dir = await mkdtemp(path.join(tmpdir(), `asu-events-${role}-`));
   const toml = path.join(dir, "asu.toml");
   await writeFile(
@@ -96,7 +98,7 @@ async function startAsu(role: "serve" | "worker"): Promise<{ url: string; dir: s
     });
     child.once("exit", (code) => reject(new Error(`asu ${role} exited ${code}: ${err}`)));
   });
-  return { url, dir };
+  return { url, dir, child };
 }
 
 interface SseEvent {
@@ -124,8 +126,9 @@ function openEvents(hash: string, lastEventId?: string) {
       let chunk;
       try {
         chunk = await reader.read();
-      } catch {
-        return; // aborted by the test
+      } catch (err) {
+        if (abort.signal.aborted) return; // closed by the test
+        throw err; // cut off without a proper end of the response
       }
       if (chunk.done) return;
       buffer += decoder.decode(chunk.value, { stream: true });
@@ -330,5 +333,22 @@ describe("GET /api/v1/build/{hash}/events with separate API and worker processes
     const route = doc.paths["/api/v1/build/{request_hash}/events"];
     expect(route?.get?.responses?.["200"]?.content).toHaveProperty("text/event-stream");
     expect(route?.get?.responses).toHaveProperty("404");
+  });
+
+  it("shutdown ends open streams instead of waiting for their builds", async () => {
+    // No worker: the build stays queued, and its stream open.
+    const workerExited = once(worker.child, "exit");
+    process.kill(-(worker.child.pid as number), "SIGTERM");
+    await workerExited;
+    const hash = await post("netgear_wndr3700", ["curl"]);
+    const stream = openEvents(hash);
+    expect((await stream.events.next()).value).toMatchObject({ event: "queue" });
+    const apiExited = once(api.child, "exit");
+    process.kill(-(api.child.pid as number), "SIGTERM");
+    // The server ends the stream properly (no result: the client reconnects to another API
+    // server), rather than the process exit cutting it off; then the process exits.
+    const rest = await readUntil(stream.events, () => false);
+    expect(rest.filter((e) => e.comment !== "heartbeat")).toEqual([]);
+    expect((await apiExited)[0]).toBe(0);
   });
 });
