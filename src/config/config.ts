@@ -120,6 +120,8 @@ export const RawConfigSchema = Type.Object(
     ),
     /** How often a worker asks upstream whether an ImageBuilder changed (a new snapshot). */
     imagebuilder_check_interval: duration("1m"),
+    /** Seconds between ": heartbeat" comments on build event streams, so proxies keep them open. */
+    events_heartbeat: duration("15s"),
     // Where finished builds go (upstream ASU's keys). "local": files under public_path/store,
     // served by the API itself (API and workers must share that folder). "s3": a bucket every
     // API server and worker reaches (decision 006).

@@ -14,6 +14,8 @@ import type { Stats } from "../stats/stats.js";
 import type { Catalog } from "../upstream/catalog.js";
 import type { UpstreamClient } from "../upstream/upstream-client.js";
 import { VERSION } from "../shared/version.js";
+import { registerBuildEventRoutes } from "./build-events-routes.js";
+import { BuildEventsService } from "./build-events-service.js";
 import { registerBuildRoutes } from "./build-routes.js";
 import { BuildService } from "./build-service.js";
 import { registerErrorHandler } from "./error-handler.js";
@@ -39,6 +41,7 @@ export interface AppDeps {
 export interface AsuApp {
   app: FastifyInstance;
   buildService: BuildService;
+  eventsService: BuildEventsService;
 }
 
 export async function createApp(deps: AppDeps): Promise<AsuApp> {
@@ -56,7 +59,8 @@ export async function createApp(deps: AppDeps): Promise<AsuApp> {
   await app.register(cors, {
     origin: "*",
     methods: ["GET", "HEAD", "POST", "OPTIONS"],
-    allowedHeaders: ["content-type"],
+    // last-event-id: a browser's EventSource resumes a build's event stream with it (issue #14).
+    allowedHeaders: ["content-type", "last-event-id"],
     exposedHeaders: ["X-Imagebuilder-Status", "X-Queue-Position", "X-Unknown-Package", "Content-Length"],
     maxAge: 86400,
   });
@@ -97,6 +101,14 @@ export async function createApp(deps: AppDeps): Promise<AsuApp> {
     onEvent: (event) => deps.stats.countRequest(event),
   });
   registerBuildRoutes(app, buildService);
+  // Live progress (issue #14): one blocking Redis connection for all of this process's streams.
+  const hub = deps.queue.createEventHub();
+  app.addHook("onClose", async () => hub.close());
+  const eventsService = new BuildEventsService(deps.queue, buildService, hub);
+  await registerBuildEventRoutes(app, eventsService, {
+    heartbeatMs: deps.config.events_heartbeat * 1000,
+    registry: deps.stats.registry,
+  });
   registerStoreRoutes(app, deps.store);
   registerMetadataRoutes(app, deps);
   registerStatsRoutes(app, { stats: deps.stats, queue: deps.queue });
@@ -112,5 +124,5 @@ export async function createApp(deps: AppDeps): Promise<AsuApp> {
     return reply.type(deps.stats.metricsContentType).send(text);
   });
 
-  return { app, buildService };
+  return { app, buildService, eventsService };
 }

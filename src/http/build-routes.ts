@@ -3,9 +3,9 @@ import Type from "typebox";
 import { BuildRequestSchema, type BuildRequestBody } from "../request/build-request-schema.js";
 import type { BuildReply, BuildService } from "./build-service.js";
 
-const HashParams = Type.Object({ request_hash: Type.String({ maxLength: 128 }) });
+export const HashParams = Type.Object({ request_hash: Type.String({ maxLength: 128 }) });
 
-const BuildResponse = Type.Object(
+export const BuildResponse = Type.Object(
   {
     status: Type.Integer({ description: "Equals the HTTP status; owut reads this, not the HTTP code." }),
     detail: Type.String(),
@@ -16,7 +16,7 @@ const BuildResponse = Type.Object(
   { additionalProperties: true },
 );
 
-function send(reply: FastifyReply, result: BuildReply): FastifyReply {
+export function send(reply: FastifyReply, result: BuildReply): FastifyReply {
   void reply.code(result.status).headers(result.headers);
   if (typeof result.body === "string") {
     // Stored results are already JSON; sending the string avoids a parse and re-serialise.

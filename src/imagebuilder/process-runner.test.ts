@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { ProcessRunner } from "./process-runner.js";
+import { MAX_LINE_CHARS, ProcessRunner } from "./process-runner.js";
 
 const ENV = { PATH: "/usr/bin:/bin" };
 
@@ -34,6 +34,47 @@ describe("ProcessRunner", () => {
     expect(result.code).toBe(0);
     expect(lines.filter((l) => l.startsWith("stdout:"))).toEqual(["stdout:a", "stdout:bc", "stdout:tail"]);
     expect(lines.filter((l) => l.startsWith("stderr:"))).toEqual(["stderr:e1"]);
+  });
+
+  it("hands each output line to onLine as it happens, per stream, long lines cut (issue #14)", async () => {
+    const seen: [string, string][] = [];
+    const long = "x".repeat(MAX_LINE_CHARS + 100);
+    const result = await runner.run({
+      // A line split over two writes, a CRLF line, a long line, and a last line without newline.
+      argv: [
+        "sh",
+        "-c",
+        `printf 'one\\ntw'; sleep 0.05; printf 'o\\r\\n'; echo oops >&2; echo ${long}; echo after; printf tail`,
+      ],
+      env: ENV,
+      timeoutMs: 10_000,
+      maxOutputBytes: 64 * 1024,
+      onLine: (stream, line) => seen.push([stream, line]),
+    });
+    expect(result.code).toBe(0);
+    expect(seen.filter(([s]) => s === "stdout").map(([, l]) => l)).toEqual([
+      "one",
+      "two",
+      "x".repeat(MAX_LINE_CHARS),
+      "after",
+      "tail",
+    ]);
+    expect(seen.filter(([s]) => s === "stderr").map(([, l]) => l)).toEqual(["oops"]);
+    // The capture is unchanged by it.
+    expect(result.stdout).toContain(long);
+  });
+
+  it("a throwing onLine does not break the run", async () => {
+    const result = await runner.run({
+      argv: ["sh", "-c", "echo a; echo b"],
+      env: ENV,
+      timeoutMs: 10_000,
+      maxOutputBytes: 1024,
+      onLine: () => {
+        throw new Error("listener bug");
+      },
+    });
+    expect(result).toMatchObject({ code: 0, stdout: "a\nb\n" });
   });
 
   it("captures stdout, stderr and the exit code", async () => {

@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { readdir, readFile } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
+import { StringDecoder } from "node:string_decoder";
 
 /**
  * The only module that starts processes. Everything else (tar, make, bwrap) goes through
@@ -18,8 +19,66 @@ export interface RunOptions {
   /** Cap per stream (stdout and stderr each). */
   maxOutputBytes: number;
   signal?: AbortSignal;
-  /** Called with each line of output as it comes; lines over 64 KiB come in pieces. */
-  onLine?: (stream: "stdout" | "stderr", line: string) => void;
+  /**
+   * Called with each line of output as it arrives (live build progress, issue #14), without
+   * its line ending; a line longer than MAX_LINE_CHARS is cut there. Never throws into the run.
+   */
+  onLine?: OutputLineListener;
+}
+
+export type OutputStream = "stdout" | "stderr";
+export type OutputLineListener = (stream: OutputStream, line: string) => void;
+
+/** Longest line handed to `onLine`; the rest of such a line is dropped, the capture keeps it. */
+export const MAX_LINE_CHARS = 8192;
+
+/** Splits a byte stream into lines for `onLine`, holding at most MAX_LINE_CHARS at a time. */
+class LineSplitter {
+  private readonly decoder = new StringDecoder("utf8");
+  private partial = "";
+  /** The current line went over MAX_LINE_CHARS and was sent: drop the rest of it. */
+  private skipping = false;
+
+  constructor(
+    private readonly stream: OutputStream,
+    private readonly listener: OutputLineListener,
+  ) {}
+
+  push(chunk: Buffer): void {
+    this.take(this.decoder.write(chunk));
+  }
+
+  end(): void {
+    this.take(this.decoder.end());
+    if (this.partial !== "" && !this.skipping) this.emit(this.partial);
+    this.partial = "";
+  }
+
+  private take(text: string): void {
+    let rest = text;
+    for (let nl = rest.indexOf("\n"); nl !== -1; nl = rest.indexOf("\n")) {
+      const line = this.partial + rest.slice(0, nl);
+      rest = rest.slice(nl + 1);
+      this.partial = "";
+      if (this.skipping) this.skipping = false;
+      else this.emit(line.length > MAX_LINE_CHARS ? line.slice(0, MAX_LINE_CHARS) : line);
+    }
+    if (this.skipping) return;
+    this.partial += rest;
+    if (this.partial.length > MAX_LINE_CHARS) {
+      this.emit(this.partial.slice(0, MAX_LINE_CHARS));
+      this.partial = "";
+      this.skipping = true;
+    }
+  }
+
+  private emit(line: string): void {
+    try {
+      this.listener(this.stream, line.endsWith("\r") ? line.slice(0, -1) : line);
+    } catch {
+      // A listener's fault must not break the build it watches.
+    }
+  }
 }
 
 export interface RunResult {
@@ -100,32 +159,6 @@ class OutputCapture {
   }
 }
 
-const MAX_LINE_BYTES = 64 * 1024;
-
-/** Splits a stream's chunks into lines for RunOptions.onLine. */
-class LineSplitter {
-  private partial = "";
-  private readonly decoder = new TextDecoder("utf-8");
-
-  constructor(private readonly emit: (line: string) => void) {}
-
-  push(chunk: Buffer): void {
-    const parts = (this.partial + this.decoder.decode(chunk, { stream: true })).split("\n");
-    this.partial = parts.pop() ?? "";
-    for (const line of parts) this.emit(line);
-    if (this.partial.length > MAX_LINE_BYTES) {
-      this.emit(this.partial);
-      this.partial = "";
-    }
-  }
-
-  flush(): void {
-    const rest = this.partial + this.decoder.decode();
-    this.partial = "";
-    if (rest !== "") this.emit(rest);
-  }
-}
-
 export class ProcessRunner {
   private readonly killGraceMs: number;
   private readonly closeGraceMs: number;
@@ -186,19 +219,15 @@ export class ProcessRunner {
       });
       const pgid = child.pid;
       if (pgid !== undefined) this.groups.add(pgid);
-      const onLine = opts.onLine;
-      const lines = onLine && {
-        stdout: new LineSplitter((line) => onLine("stdout", line)),
-        stderr: new LineSplitter((line) => onLine("stderr", line)),
-      };
-      child.stdout.on("data", (chunk: Buffer) => {
-        stdout.push(chunk);
-        lines?.stdout.push(chunk);
-      });
-      child.stderr.on("data", (chunk: Buffer) => {
-        stderr.push(chunk);
-        lines?.stderr.push(chunk);
-      });
+      child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
+      child.stderr.on("data", (chunk: Buffer) => stderr.push(chunk));
+      const lines = opts.onLine
+        ? [new LineSplitter("stdout", opts.onLine), new LineSplitter("stderr", opts.onLine)]
+        : [];
+      if (lines.length > 0) {
+        child.stdout.on("data", (chunk: Buffer) => lines[0]?.push(chunk));
+        child.stderr.on("data", (chunk: Buffer) => lines[1]?.push(chunk));
+      }
 
       const signalGroup = (sig: NodeJS.Signals): void => {
         if (child.pid === undefined) return;
@@ -237,8 +266,7 @@ export class ProcessRunner {
         if (settled || exit === undefined) return;
         settled = true;
         cleanup();
-        lines?.stdout.flush();
-        lines?.stderr.flush();
+        for (const splitter of lines) splitter.end();
         if (pgid !== undefined) {
           await waitForGroupExit(pgid, this.closeGraceMs);
           this.groups.delete(pgid);

@@ -2,6 +2,13 @@ import { Queue, Worker, UnrecoverableError, WaitingError, type Job } from "bullm
 import { Redis } from "ioredis";
 import type { NormalizedRequest } from "../request/normalize-request.js";
 import type { BuildJobData, BuildStage, StoredResult } from "./build-job.js";
+import {
+  BuildEventHub,
+  BuildEventLog,
+  type BuildEventHubOptions,
+  type BuildEventLimits,
+  type LogSink,
+} from "./build-events.js";
 import { QueueUnavailableError, isRedisConnectionError } from "./queue-errors.js";
 
 export const QUEUE_NAME = "build";
@@ -15,6 +22,8 @@ export interface BuildQueueOptions {
    * (503). Default 1500 ms, so a client hears within 2 s that Redis is down.
    */
   commandTimeoutMs?: number;
+  /** Bounds of the live event streams (issue #14); tests lower them. */
+  eventLimits?: Partial<BuildEventLimits>;
 }
 
 export type JobStatus =
@@ -30,6 +39,8 @@ export type JobStatus =
 export class BuildQueue {
   readonly redis: Redis;
   readonly queue: Queue<BuildJobData>;
+  /** Live progress streams: stages, output lines, result markers (issue #14). */
+  readonly events: BuildEventLog;
   private readonly prefix: string;
   private readonly redisUrl: string;
   private readonly commandTimeoutMs: number;
@@ -37,6 +48,8 @@ export class BuildQueue {
   private readonly active = new Map<string, { job: Job<BuildJobData>; token: string | undefined }>();
   /** Jobs given back to the queue at shutdown: their late outcome must not be recorded. */
   private readonly released = new Set<string>();
+  /** Event stream and output-line batcher of each build running here. */
+  private readonly runs = new Map<string, { key: string; sink: LogSink }>();
   private idleWaiters: (() => void)[] = [];
   /** The request-path connection has been up at least once. */
   private wasReady = false;
@@ -65,6 +78,15 @@ export class BuildQueue {
       prefix: opts.prefix,
     });
     this.queue.on("error", () => undefined);
+    this.events = new BuildEventLog(this.redis, opts.prefix, opts.eventLimits);
+  }
+
+  /**
+   * The hub that wakes an API server's event streams: one more connection, blocking, for
+   * all of them together (issue #14, docs/decisions/010).
+   */
+  createEventHub(opts: BuildEventHubOptions = {}): BuildEventHub {
+    return new BuildEventHub(this.redisUrl, this.redis, opts);
   }
 
   /** Whether the request-path connection is up (readiness, and the fast 503). */
@@ -132,7 +154,21 @@ export class BuildQueue {
   async setResult(hash: string, status: number, body: string, ttlSeconds: number): Promise<void> {
     // A released build was killed at shutdown; another worker builds it again.
     if (this.released.has(hash)) return;
-    await this.redis.set(this.resultKey(hash), `${status}${body}`, "EX", Math.max(1, Math.round(ttlSeconds)));
+    const value = `${status}${body}`;
+    const ttl = Math.max(1, Math.round(ttlSeconds));
+    const run = this.runs.get(hash);
+    if (!run) {
+      await this.redis.set(this.resultKey(hash), value, "EX", ttl);
+      return;
+    }
+    // Output lines first, then the result and its marker in one transaction: a reader that
+    // sees the marker finds the result.
+    await run.sink.flush();
+    const multi = this.redis.multi().set(this.resultKey(hash), value, "EX", ttl);
+    this.events.addResult(multi, run.key, status);
+    const replies = await multi.exec();
+    const failed = replies?.[0]?.[0];
+    if (failed) throw failed;
   }
 
   async deleteResult(hash: string): Promise<void> {
@@ -265,15 +301,30 @@ export class BuildQueue {
     job: Job<BuildJobData>,
     processor: (job: BuildJobContext) => Promise<void>,
   ): Promise<void> {
-    await processor({
-      id: job.id as string,
-      data: job.data,
-      attemptsMade: job.attemptsMade,
-      maxAttempts: job.opts.attempts ?? 1,
-      setStage: async (stage) => {
-        await job.updateProgress({ stage });
-      },
-    });
+    const id = job.id as string;
+    const key = this.events.key(id, job.data.enqueued_at);
+    const sink = this.events.createLogSink(key);
+    this.runs.set(id, { key, sink });
+    try {
+      await processor({
+        id,
+        data: job.data,
+        attemptsMade: job.attemptsMade,
+        maxAttempts: job.opts.attempts ?? 1,
+        setStage: async (stage) => {
+          await job.updateProgress({ stage });
+          // done/failed go into the stream with the result (setResult). Events are progress
+          // for watchers: losing one must never fail the build.
+          if (stage === "done" || stage === "failed") return;
+          await sink.flush();
+          await this.events.appendStatus(key, stage).catch(() => undefined);
+        },
+        log: (stream, line) => sink.push(stream, line),
+      });
+    } finally {
+      await sink.flush();
+      this.runs.delete(id);
+    }
   }
 
   /** Builds this process is running now. */
@@ -330,6 +381,8 @@ export interface BuildJobContext {
   attemptsMade: number;
   maxAttempts: number;
   setStage(stage: BuildStage): Promise<void>;
+  /** Streams one line of the build's output to watchers (bounded, batched; issue #14). */
+  log?(stream: "stdout" | "stderr", line: string): void;
 }
 
 /** Thrown by the processor for failures that retrying cannot fix (BullMQ skips the retries). */

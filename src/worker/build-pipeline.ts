@@ -97,6 +97,11 @@ export interface PipelineDeps {
   storeFiles(hash: string, files: StoreFile[], signal?: AbortSignal): Promise<void>;
   signer?: ImageSigner;
   limits?: Partial<PipelineLimits>;
+  /**
+   * Live output of the build's make runs, line by line, host paths already replaced
+   * (the event stream, issue #14). Optional: without it nothing is streamed.
+   */
+  onOutputLine?: (stream: "stdout" | "stderr", line: string) => void;
 }
 
 export interface PipelineResult {
@@ -256,11 +261,13 @@ async function buildSteps(
     });
     const make = async (args: string[]): Promise<RunResult> => {
       signal.throwIfAborted();
+      const onOutputLine = deps.onOutputLine;
       const result = await deps.runner.run(ws, {
         args: ["make", ...args],
         timeoutMs: Math.max(1, deadline - Date.now()),
         maxOutputBytes: config.max_log_bytes,
         signal,
+        ...(onOutputLine ? { onLine: (stream, line) => onOutputLine(stream, scrub(line)) } : {}),
       });
       makeMs += result.durationMs;
       signal.throwIfAborted();

@@ -80,7 +80,12 @@ export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): P
   const started = Date.now();
   const facts = { hash: job.id, version: req.version, target: req.target, profile: job.data.profile };
   try {
-    const result = await runBuildPipeline(job.id, job.data, deps, job.setStage);
+    // Output lines go to the build's event stream as they happen (issue #14).
+    const log = job.log;
+    const pipelineDeps = log
+      ? { ...deps, onOutputLine: (s: "stdout" | "stderr", l: string) => log(s, l) }
+      : deps;
+    const result = await runBuildPipeline(job.id, job.data, pipelineDeps, job.setStage);
     await queue.setResult(job.id, 200, JSON.stringify(result.body), job.data.result_ttl);
     await job.setStage("done");
     const durationMs = Date.now() - started;
