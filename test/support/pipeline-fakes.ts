@@ -188,10 +188,7 @@ export class FakeRunner implements BuildRunner {
     };
   };
 
-  readonly run = async (
-    ws: Workspace,
-    opts: RunnerRunOptions,
-  ): Promise<RunResult> => {
+  readonly run = async (ws: Workspace, opts: RunnerRunOptions): Promise<RunResult> => {
     this.calls.push(opts.args);
     const target = opts.args[1] as MakeTarget;
     for (const wake of this.waiters.get(target) ?? []) wake();
