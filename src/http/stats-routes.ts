@@ -61,6 +61,21 @@ function clamp(value: string | undefined, fallback: number, max: number): number
   return Math.min(max, Math.max(1, Number(value)));
 }
 
+/** True when the client asks for text/plain and not for JSON (scripts written for upstream ASU). */
+function prefersText(accept: string | undefined): boolean {
+  return accept !== undefined && /\btext\/plain\b/i.test(accept) && !/\bapplication\/json\b/i.test(accept);
+}
+
+/** Upstream ASU's text form of /api/v1/build-errors: a header, then one line per failure. */
+function errorsAsText({ total, errors }: Awaited<ReturnType<Stats["history"]["recentErrors"]>>): string {
+  if (errors.length === 0) return "No build errors recorded.\n";
+  const lines = errors.map(
+    (e) => `${e.time} ${e.version}:${e.target}:${e.profile} ${e.detail.replace(/\s+/g, " ")}`,
+  );
+  const span = `${errors.at(-1)?.time ?? ""} - ${errors[0]?.time ?? ""}`;
+  return `Build errors: ${total} entries (showing ${errors.length} most recent)\nTime range: ${span}\n\n${lines.join("\n")}\n`;
+}
+
 /**
  * Upstream ASU's statistics endpoints (paths and Chart.js-shaped answers), a summary, a few of
  * our own, and the /stats page. Everything is read from the history workers write to Redis
@@ -200,7 +215,7 @@ export function registerStatsRoutes(app: FastifyInstance, deps: StatsRoutesDeps)
       schema: {
         tags,
         summary: "Recent build failures, newest first (anonymised)",
-        description: `Time, version, target, profile and the error \`detail\` of the last ${MAX_ERRORS} failed builds at most. No request hash, client address, package list or \`defaults\`; long hex ids in \`detail\` read \`[hash]\`. Upstream ASU answers plain text here; this is JSON (docs/decisions/009).`,
+        description: `Time, version, target, profile and the error \`detail\` of the last ${MAX_ERRORS} failed builds at most. No request hash, client address, package list or \`defaults\`; long hex ids in \`detail\` read \`[hash]\`. JSON; upstream ASU's plain text with \`Accept: text/plain\` (docs/decisions/009).`,
         querystring: ErrorsQuery,
         response: {
           200: Type.Object({
@@ -218,7 +233,11 @@ export function registerStatsRoutes(app: FastifyInstance, deps: StatsRoutesDeps)
         },
       },
     },
-    async (request) => history.recentErrors(clamp(request.query.n_entries, 100, MAX_ERRORS)),
+    async (request, reply) => {
+      const recent = await history.recentErrors(clamp(request.query.n_entries, 100, MAX_ERRORS));
+      if (!prefersText(request.headers.accept)) return recent;
+      return reply.type("text/plain; charset=utf-8").send(errorsAsText(recent));
+    },
   );
 
   registerStatsPage(app);

@@ -85,6 +85,12 @@ describe("Redis outage", () => {
       ["GET", `/api/v1/build/${queuedHash}`],
       ["HEAD", `/api/v1/build/${queuedHash}`],
       ["GET", "/api/v1/stats"],
+      ["GET", "/api/v1/stats/summary"],
+      ["GET", "/api/v1/builds-per-day"],
+      ["GET", "/api/v1/builds-by-version"],
+      ["GET", "/api/v1/top-packages"],
+      ["GET", "/api/v1/top-targets"],
+      ["GET", "/api/v1/build-errors"],
       ["GET", "/metrics"],
       ["GET", "/readyz"],
     ];
@@ -106,6 +112,7 @@ describe("Redis outage", () => {
     expect((await timed("GET", "/healthz")).status).toBe(200);
     expect((await timed("GET", "/json/v1/overview.json")).status).toBe(200);
     expect((await timed("GET", "/openapi.json")).status).toBe(200);
+    expect((await timed("GET", "/stats")).status).toBe(200);
 
     await redis.start();
     const recoveryMs = await until(

@@ -186,5 +186,16 @@ describe("API and workers on separate machines with the S3 store", () => {
     expect([...first, ...other].sort()).toEqual([...hashes].sort());
     expect(first.length).toBeGreaterThan(0);
     expect(other.length).toBeGreaterThan(0);
+
+    // Both worker processes recorded their builds; the API process shows the history (issue #14).
+    const summary = await request(url, "GET", "/api/v1/stats/summary");
+    expect(summary.body).toMatchObject({
+      queue_length: 0,
+      builds_24h: 5,
+      failures_24h: 0,
+      active_workers: 2,
+    });
+    const top = await request(url, "GET", "/api/v1/top-packages");
+    expect(top.body.packages).toEqual(expect.arrayContaining([{ name: "curl", count: 2 }]));
   });
 });

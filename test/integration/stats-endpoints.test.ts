@@ -175,6 +175,13 @@ describe("stats endpoints", () => {
     expect(res.text).not.toContain("a".repeat(64));
     const capped = await request(api.url, "GET", `/api/v1/build-errors?n_entries=${MAX_ERRORS + 500}`);
     expect(capped.status).toBe(200);
+
+    // Scripts written for upstream ASU ask for its plain text.
+    const text = await request(api.url, "GET", "/api/v1/build-errors", undefined, { accept: "text/plain" });
+    expect(text.status).toBe(200);
+    expect(text.headers.get("content-type")).toBe("text/plain; charset=utf-8");
+    expect(text.text).toMatch(/^Build errors: 1 entries \(showing 1 most recent\)\nTime range: /);
+    expect(text.text).toMatch(/ 24\.10\.4:x86\/64:generic Error: job \[hash\] failed\n$/);
   });
 
   it("lists every stats endpoint with its schema in /openapi.json", async () => {
