@@ -121,7 +121,7 @@ export class AsuHttp {
 
   /**
    * Opens a streaming GET (event stream, image download). The timeout covers the answer's
-   * headers; the caller bounds the gaps between chunks with `idle()`.
+   * headers; the caller calls `idle.touch()` on every chunk, so only silence aborts it.
    */
   async stream(
     pathOrUrl: string,
