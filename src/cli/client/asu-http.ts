@@ -121,7 +121,7 @@ export class AsuHttp {
 
   /**
    * Opens a streaming GET (event stream, image download). The timeout covers the answer's
-   * headers; the caller bounds the gaps between chunks with `idle()`.
+   * headers; the caller calls `idle.touch()` on every chunk, so only silence aborts it.
    */
   async stream(
     pathOrUrl: string,
@@ -130,24 +130,21 @@ export class AsuHttp {
     idleMs = this.timeoutMs,
   ): Promise<{ res: Response; idle: IdleTimer }> {
     const url = /^https?:\/\//.test(pathOrUrl) ? pathOrUrl : this.url(pathOrUrl);
-    const controller = new AbortController();
-    const onAbort = () => controller.abort(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
+    const silence = new AbortController();
     const idle = new IdleTimer(idleMs, () =>
-      controller.abort(new ServerUnavailableError(`${new URL(url).origin} stopped answering`)),
+      silence.abort(new ServerUnavailableError(`${new URL(url).origin} stopped answering`)),
     );
     try {
       const res = await fetch(url, {
-        signal: controller.signal,
+        signal: AbortSignal.any([signal, silence.signal]),
         headers: { "user-agent": CLIENT_NAME, ...headers },
       });
       idle.touch();
       return { res, idle };
     } catch (err) {
       idle.stop();
-      signal.removeEventListener("abort", onAbort);
       if (signal.aborted) throw err;
-      const reason = controller.signal.reason as unknown;
+      const reason = silence.signal.reason as unknown;
       if (reason instanceof ServerUnavailableError) throw reason;
       throw new ServerUnavailableError(
         `${new URL(url).origin} cannot be reached: ${describeFetchError(err)}`,

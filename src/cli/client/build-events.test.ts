@@ -164,6 +164,29 @@ describe("followBuildEvents (the event stream contract)", () => {
     ]);
   });
 
+  it("reopens a stream that falls silent (no event, no heartbeat) and resumes after the last event", async () => {
+    let connection = 0;
+    const fake = await fakeServer((_req, res) => {
+      connection += 1;
+      openStream(res);
+      if (connection === 1) {
+        sse(res, 1, "status", { imagebuilder_status: "building_image" });
+        return; // then silence, with the connection left open
+      }
+      sse(res, 2, "result", doneBody());
+      res.end();
+    });
+    const { progress, onProgress } = recorder();
+    const outcome = await followBuildEvents(new AsuHttp(fake.url), HASH, {
+      signal: new AbortController().signal,
+      onProgress,
+      idleMs: 200,
+    });
+    expect(outcome.kind).toBe("result");
+    expect(fake.requests.map((r) => r.lastEventId)).toEqual([undefined, "1"]);
+    expect(progress).toEqual([{ kind: "stage", stage: "building_image" }]);
+  });
+
   it("reports a server without the endpoint (404, 405) as unsupported, so the caller polls", async () => {
     for (const status of [404, 405]) {
       const fake = await fakeServer((_req, res) =>
