@@ -16,7 +16,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { loadConfig, type AsuConfig } from "../config/config.js";
-import { fakeJob, fakeWorkspace } from "../../test/support/pipeline-fakes.js";
+import { fakeJob, fakeRunner, type fakeWorkspace } from "../../test/support/pipeline-fakes.js";
 import type { BuildJobData } from "../queue/build-job.js";
 import type { NormalizedRequest } from "../request/normalize-request.js";
 import { BuildError } from "../shared/errors.js";
@@ -93,39 +93,31 @@ function makeDeps(config: AsuConfig, withSigner = true): PipelineDeps {
     imagebuilders: {
       acquire: async () => ({ root: ibRoot, release: async () => undefined }),
     },
-    runner: {
-      createWorkspace: (): Promise<Ws> => fakeWorkspace(tmp),
-      run: async (ws: Ws, opts: { args: string[] }) => {
-        const target = opts.args[1] as "info" | "manifest" | "image";
-        const step = scenario[target];
-        const defaults: Record<string, string> = {
-          info: [
-            'Current Target: "ath79/generic"',
-            `Current Revision: "${REVISION}"`,
-            "Default Packages: base-files busybox",
-            "Available Profiles:",
-            "",
-            `${PROFILE}:`,
-            "    Test Device",
-            "    Packages: ",
-          ].join("\n"),
-          manifest: "base-files - 1\nbusybox - 2\n",
-          image: `Building images for ath79 in ${ws.dir}\n`,
-        };
-        const out = (await step?.(ws, opts.args)) ?? {};
-        if (target === "image" && step === undefined) await honestImage(ws);
-        return {
-          code: out.code ?? 0,
-          signal: null,
-          stdout: out.stdout ?? defaults[target] ?? "",
-          stderr: out.stderr ?? "",
-          timedOut: false,
-          aborted: false,
-          truncated: false,
-          durationMs: 1,
-        };
-      },
-    } as unknown as PipelineDeps["runner"],
+    runner: fakeRunner(tmp, async (ws, opts) => {
+      const target = opts.args[1] as "info" | "manifest" | "image";
+      const step = scenario[target];
+      const defaults: Record<string, string> = {
+        info: [
+          'Current Target: "ath79/generic"',
+          `Current Revision: "${REVISION}"`,
+          "Default Packages: base-files busybox",
+          "Available Profiles:",
+          "",
+          `${PROFILE}:`,
+          "    Test Device",
+          "    Packages: ",
+        ].join("\n"),
+        manifest: "base-files - 1\nbusybox - 2\n",
+        image: `Building images for ath79 in ${ws.dir}\n`,
+      };
+      const out = (await step?.(ws, opts.args)) ?? {};
+      if (target === "image" && step === undefined) await honestImage(ws);
+      return {
+        code: out.code ?? 0,
+        stdout: out.stdout ?? defaults[target] ?? "",
+        stderr: out.stderr ?? "",
+      };
+    }),
     storeFiles: (hash, files) => store.put(hash, files),
     ...(withSigner ? { signer: new UsignImageSigner(keyFile) } : {}),
   };

@@ -501,6 +501,7 @@ describe("build runners", () => {
     it("falls back to copied workspaces where an overlay cannot be mounted", async () => {
       const runner = new NativeRunner({ processRunner, hiddenPaths: [cacheDir], unsharePath: "/bin/false" });
       expect(await runner.workspaceMode(cacheDir)).toBe("copy");
+      expect((await runner.workspaces(cacheDir)).reason).toBe("mounting a test overlay exited 1");
       const ws = await workspace(runner);
       expect(ws.overlay).toBeUndefined();
       expect((await stat(path.join(ws.dir, "include", "rules.mk"))).ino).toBe(

@@ -153,11 +153,11 @@ export async function createRunner(
   });
   const check = await native.checkSandbox();
   if (check.ok) {
-    const mode = await native.workspaceMode(config.cache_path);
+    const { mode, reason } = await native.workspaces(config.cache_path);
     opts.logger.info(
       mode === "overlay"
         ? "build runner: bubblewrap sandbox; workspaces are overlays over the shared ImageBuilder (constant cost per build)"
-        : "build runner: bubblewrap sandbox; workspaces are copies (overlayfs unavailable here: it needs root and a filesystem overlayfs accepts; each build copies the writable parts of its ImageBuilder)",
+        : `build runner: bubblewrap sandbox; workspaces are copies, so each build copies the writable parts of its ImageBuilder (overlays need root and a cache_path on a filesystem overlayfs accepts: ${reason ?? "not tried"})`,
     );
     return native;
   }

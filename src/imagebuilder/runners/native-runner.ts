@@ -76,7 +76,7 @@ export class NativeRunner implements BuildRunner {
   private readonly bwrap: string;
   private readonly linkedReadOnly: string[];
   private readonly unshare: string;
-  private mode: Promise<WorkspaceMode> | undefined;
+  private mode: Promise<{ mode: WorkspaceMode; reason?: string }> | undefined;
   /** The run in progress per overlay workspace: two mounts of one upper folder must not overlap. */
   private readonly running = new WeakMap<Workspace, Promise<unknown>>();
 
@@ -86,16 +86,21 @@ export class NativeRunner implements BuildRunner {
     this.bwrap = options.bwrapPath ?? "bwrap";
     this.linkedReadOnly = options.linkedReadOnly ?? DEFAULT_LINKED_READ_ONLY;
     this.unshare = options.unsharePath ?? "unshare";
-    if (options.workspaceMode !== undefined) this.mode = Promise.resolve(options.workspaceMode);
+    if (options.workspaceMode !== undefined) this.mode = Promise.resolve({ mode: options.workspaceMode });
   }
 
   /**
    * The kind of workspace builds get, detected once: with a test overlay mounted in `dir`
    * (a folder on the filesystem the workspaces live on) on the first call.
    */
-  workspaceMode(dir: string): Promise<WorkspaceMode> {
+  async workspaceMode(dir: string): Promise<WorkspaceMode> {
+    return (await this.workspaces(dir)).mode;
+  }
+
+  /** workspaceMode, with the reason when overlays do not work here (for the start log). */
+  workspaces(dir: string): Promise<{ mode: WorkspaceMode; reason?: string }> {
     this.mode ??= checkOverlay(this.processRunner, dir, this.unshare).then((c) =>
-      c.ok ? "overlay" : "copy",
+      c.ok ? { mode: "overlay" } : { mode: "copy", reason: c.reason },
     );
     return this.mode;
   }

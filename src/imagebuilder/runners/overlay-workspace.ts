@@ -17,9 +17,13 @@ import type { Workspace } from "./index.js";
  * that the worker also finds the ones it reads (repositories.conf); that is a few KB.
  */
 
-/** Mounts the overlay of the workspace root given as $1, then runs the rest of argv. */
+/**
+ * Mounts the overlay of the workspace root given as $1, then runs the rest of argv. `cd` made
+ * sh export PWD and OLDPWD, which bubblewrap would keep in its own environment (the sandbox's
+ * pid 1): they go before the exec.
+ */
 const MOUNT_SCRIPT =
-  'cd "$1" && mount -n -t overlay -o nosuid,nodev,lowerdir=lower,upperdir=ib,workdir=work asu-build ib && shift && exec "$@"';
+  'cd "$1" && mount -n -t overlay -o nosuid,nodev,lowerdir=lower,upperdir=ib,workdir=work asu-build ib && cd / && unset OLDPWD PWD && shift && exec "$@"';
 
 /** Names inside a workspace root; short and fixed, so no host path goes into mount options. */
 const LOWER = "lower";
@@ -142,7 +146,12 @@ export async function checkOverlay(
     await mkdir(path.join(probe, WORK));
     await writeFile(path.join(probe, LOWER, "lower"), "");
     const result = await runner.run({
-      argv: withOverlay(unshare, probe, ["/bin/sh", "-c", "test -f ib/lower && : > ib/upper"]),
+      argv: withOverlay(unshare, probe, [
+        "/bin/sh",
+        "-c",
+        'test -f "$0/ib/lower" && : > "$0/ib/upper"',
+        probe,
+      ]),
       env: CP_ENV,
       timeoutMs: 10_000,
       maxOutputBytes: 16 * 1024,
