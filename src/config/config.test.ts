@@ -266,6 +266,14 @@ describe("parseDuration", () => {
     expect(parseDuration("0m")).toBeUndefined();
     expect(parseDuration("-5")).toBeUndefined();
   });
+
+  it("reads events_heartbeat: 15 s by default, fractions for tests, a bad value refused by name", () => {
+    expect(loadConfig({ cwd: "/nonexistent", env: {} }).events_heartbeat).toBe(15);
+    expect(loadConfig({ cwd: "/nonexistent", env: { EVENTS_HEARTBEAT: "0.2" } }).events_heartbeat).toBe(0.2);
+    expect(() => loadConfig({ cwd: "/nonexistent", env: { EVENTS_HEARTBEAT: "soon" } })).toThrow(
+      'events_heartbeat: "soon" is not a duration',
+    );
+  });
 });
 
 describe("trust_proxy", () => {
