@@ -86,6 +86,17 @@ async function startAsu(role: "serve" | "worker"): Promise<Proc> {
 const apiUrl = (api: Proc) => String(api.logs.find((l) => l.msg === "asu-ts running")?.url);
 const builtBy = (p: Proc) => p.logs.filter((l) => l.msg === "build done").map((l) => String(l.hash));
 
+/**
+ * A worker stores the result before it logs "build done", so a client can see the result
+ * first: wait (with a deadline) until `count` such lines are in, across the given workers.
+ */
+async function waitForBuildLogs(procs: Proc[], count: number): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (procs.flatMap(builtBy).length < count && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 async function storeFiles(dir: string): Promise<string[]> {
   return readdir(path.join(dir, "public", "store")).catch(() => []);
 }
@@ -154,6 +165,7 @@ describe("API and workers on separate machines with the S3 store", () => {
     // Nothing went through a disk the two share: neither public_path holds the build.
     expect(await storeFiles(api.dir)).toEqual([]);
     expect(await storeFiles(worker.dir)).toEqual([]);
+    await waitForBuildLogs([worker], 1);
     expect(builtBy(worker)).toEqual([hash]);
 
     // The API process never built anything, yet its /metrics counts the worker's build.
@@ -181,6 +193,8 @@ describe("API and workers on separate machines with the S3 store", () => {
       hashes.push(String(posted.body.request_hash));
     }
     for (const hash of hashes) expect((await waitForBuild(url, hash)).status).toBe(200);
+    // the first worker's earlier test build, plus one line per hash
+    await waitForBuildLogs([worker, second], hashes.length + 1);
     const first = builtBy(worker).slice(1);
     const other = builtBy(second);
     expect([...first, ...other].sort()).toEqual([...hashes].sort());
