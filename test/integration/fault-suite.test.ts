@@ -171,7 +171,7 @@ describe("Redis stopped and restarted (AOF)", () => {
         expect(res.status, `${method} ${urlPath}: ${res.text}`).toBe(503);
         expect(res.ms, `${method} ${urlPath}`).toBeLessThan(2000);
         expect(res.headers.get("retry-after")).toMatch(/^\d+$/);
-        if (method !== "HEAD") expect(String(res.body.detail)).toMatch(/queue is unavailable.*retry/i);
+        expect(String(res.body.detail)).toMatch(/queue is unavailable.*retry/i);
         const key = `${method} ${urlPath.replace(/[0-9a-f]{64}/, ":hash")}`;
         answers[key] = { status: res.status, ms: Math.max(res.ms, answers[key]?.ms ?? 0) };
       }
@@ -355,7 +355,7 @@ describe("disk full", () => {
         tmpfs: "16m",
         user_detail: full.body.detail,
         operator_log: operator[0]?.msg,
-        failed_at: operator.map((l) => `${String(l.syscall)} ${String(l.path ?? "")}`),
+        disk_full_log_lines: operator.length,
         recovery_is: "space freed to a new build done",
       },
     });
