@@ -149,12 +149,18 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
 
   const prefix = opts.redisPrefix ?? config.redis_prefix;
   const queue = new BuildQueue({ redisUrl: redis.url, prefix });
-  const stats = new Stats(
-    queue.redis,
-    prefix,
-    () => queue.pendingCount(),
-    (err) => logger.warn({ err }, "stats write failed"),
-  );
+  // Every request counts itself in Redis: during an outage that is one failure per request.
+  // One warning per outage is enough; the next one comes after Redis was back (issue #10).
+  let statsWarned = false;
+  queue.redis.on("ready", () => {
+    statsWarned = false;
+  });
+  const statsWriteFailed = (err: unknown): void => {
+    if (statsWarned) return;
+    statsWarned = true;
+    logger.warn({ err }, "stats write failed; further failures are not logged until Redis answers again");
+  };
+  const stats = new Stats(queue.redis, prefix, () => queue.pendingCount(), statsWriteFailed);
   const store = createStore(config);
   await store.init();
   if (opts.role !== "all" && config.store_backend === "local") {
@@ -206,9 +212,7 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
             req.onStage?.(stage);
           },
         });
-        stats
-          .recordImageBuilder(downloaded ? "download" : "cache_hit")
-          .catch((err: unknown) => logger.warn({ err }, "stats write failed"));
+        stats.recordImageBuilder(downloaded ? "download" : "cache_hit").catch(statsWriteFailed);
         return lease;
       },
     };
@@ -270,7 +274,12 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
     const graceEnd = Date.now() + CLOSE_GRACE_MS;
     // With Redis away BullMQ's close can wait for a reconnect that never comes.
     if (!(await within(workerClosed, graceEnd - Date.now()))) void worker?.close(true).catch(() => undefined);
-    await within(appClosed, graceEnd - Date.now());
+    if (app && !(await within(appClosed, graceEnd - Date.now()))) {
+      // A request still in flight (a stalled upload, a slow download) would hold Fastify
+      // open until the client gives up; idle keep-alive sockets were closed at once.
+      app.server.closeAllConnections();
+      await within(appClosed, 500);
+    }
     if (!(await within(queue.close(), Math.max(200, graceEnd - Date.now())))) queue.redis.disconnect();
     await within(store.close(), 500);
     await within(redis.stop?.(), 1000);

@@ -209,7 +209,10 @@ export class ImageBuilderInstaller {
       if (err instanceof ImageBuilderError) throw err;
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "ENOSPC" || code === "EDQUOT") {
-        throw new ImageBuilderUnpackError(`could not save ${url}: ${describeError(err)}`);
+        // Kept as the cause: the worker tells the user and the operator the disk is full.
+        throw Object.assign(new ImageBuilderUnpackError(`could not save ${url}: ${describeError(err)}`), {
+          cause: err,
+        });
       }
       throw new ImageBuilderUnavailableError(`could not download ${url}: ${describeError(err)}`);
     }

@@ -106,7 +106,7 @@ export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): P
     const userFault = isUserFault(err);
     const retryable = isRetryable(err);
     const lastAttempt = job.attemptsMade + 1 >= job.maxAttempts;
-    const diskFull = isDiskFull(err);
+    const diskFull = diskFullError(err);
     const detail = diskFull
       ? "Error: The server ran out of disk space for this build. Please try again later; the server operator has been told."
       : err instanceof BuildError
@@ -116,7 +116,7 @@ export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): P
             `Error: Could not prepare the ImageBuilder: ${err.detail}. Please try again later or tell the server operator.`
           : "Error: The build failed unexpectedly. Please try again later.";
     if (diskFull) {
-      const { path: where, syscall } = err as NodeJS.ErrnoException;
+      const { path: where, syscall } = diskFull;
       logger.error(
         { ...facts, path: where, syscall },
         "disk full: free space in cache_path or the store (asu gc)",
@@ -171,10 +171,10 @@ function logSummary(err: unknown): Record<string, unknown> {
 }
 
 /** ENOSPC (or EDQUOT) anywhere in the error's cause chain: the cache or the store is full. */
-function isDiskFull(err: unknown): boolean {
+function diskFullError(err: unknown): NodeJS.ErrnoException | undefined {
   for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ENOSPC" || code === "EDQUOT") return true;
+    if (code === "ENOSPC" || code === "EDQUOT") return e as NodeJS.ErrnoException;
   }
-  return false;
+  return undefined;
 }

@@ -1,4 +1,4 @@
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { appendFile, mkdtemp, readdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -13,7 +13,6 @@ import {
   request,
   startMirror,
   startTestServer,
-  waitForBuild,
   type JsonResponse,
   type Mirror,
   type TestServer,
@@ -320,62 +319,6 @@ describe("workers", () => {
       expect(createHash("sha256").update(bytes).digest("hex")).toBe(image.sha256);
       const status = await imageMember(bytes, image.name, "usr/lib/opkg/status");
       expect(status).toContain(`Package: ${bodies[i]?.packages[0]}\n`);
-    }
-  });
-
-  it("a job survives its worker process being killed mid-build", async () => {
-    const api = await startTestServer(mirror, { role: "api" });
-    extraServers.push(api);
-    const toml = path.join(api.workDir, "worker.toml");
-    await writeFile(
-      toml,
-      [
-        `upstream_url = "${mirror.url}"`,
-        `redis_url = "redis://127.0.0.1:6379"`,
-        `redis_prefix = "${api.prefix}"`,
-        `public_path = "${path.join(api.workDir, "public")}"`,
-        `cache_path = "${path.join(api.workDir, "cache")}"`,
-        `log_level = "${process.env.ASU_TEST_WORKER_LOG ?? "silent"}"`,
-        `worker_lock_duration = "2s"`,
-        ...["SNAPSHOT", "24.10", "23.05"].map(
-          (b) => `[branches."${b}"]\npubkey = "${mirror.info.publicKeyLine}"`,
-        ),
-      ].join("\n"),
-    );
-    const cli = path.resolve("dist/cli/main.js");
-    const startWorker = () =>
-      spawn(process.execPath, [cli, "worker", "--config", toml], {
-        stdio: process.env.ASU_TEST_WORKER_LOG ? "inherit" : "ignore",
-        detached: true,
-      });
-
-    const first = startWorker();
-    const posted = await request(api.url, "POST", "/api/v1/build", {
-      version: "23.05.4",
-      target: "ath79/generic",
-      profile: "tplink_archer-c7-v5",
-      packages: ["luci", "htop"],
-    });
-    expect(posted.status).toBe(202);
-    const hash = String(posted.body.request_hash);
-    // wait until the first worker has taken the job, then kill it and its children
-    let stage = "";
-    for (let i = 0; i < 400 && !stage; i++) {
-      const poll = await request(api.url, "GET", `/api/v1/build/${hash}`);
-      if (poll.body.detail === "started") stage = String(poll.body.imagebuilder_status);
-      else await new Promise((r) => setTimeout(r, 25));
-    }
-    process.kill(-first.pid!, "SIGKILL");
-    expect(stage).not.toBe("");
-    const afterKill = await request(api.url, "GET", `/api/v1/build/${hash}`);
-    expect(afterKill.status).toBe(202);
-    const second = startWorker();
-    try {
-      const done = await waitForBuild(api.url, hash, 90_000);
-      expect(done.status, done.text).toBe(200);
-      expect((done.body.manifest as Record<string, string>).htop).toBeDefined();
-    } finally {
-      process.kill(-second.pid!, "SIGTERM");
     }
   });
 });
