@@ -13,7 +13,8 @@ export interface OutgoingEvent {
 
 /** Where a session writes; the route adapts @fastify/sse's reply to this. */
 export interface EventOutput {
-  send(event: OutgoingEvent): Promise<void>;
+  /** Writes events in order, in one write; resolves when the client can take more. */
+  send(events: OutgoingEvent[]): Promise<void>;
   /** The client went away. */
   readonly closed: boolean;
 }
@@ -224,14 +225,20 @@ class Session {
         } catch {
           events = undefined; // Redis away: heartbeats go on, the next wake reads again
         }
+        const batch: OutgoingEvent[] = [];
+        const result = events?.find((e) => e.type === "result");
         for (const event of events ?? []) {
-          if (this.stopped || output.closed) return;
-          if (event.type === "result") {
-            await this.sendResult(output, await this.service.builds.poll(this.hash), event.id);
-            return;
-          }
-          await output.send({ id: event.id, event: event.type, data: event.data });
-          this.lastSent = event.id;
+          if (event === result) break;
+          batch.push({ id: event.id, event: event.type, data: event.data });
+        }
+        if (this.stopped || output.closed) return;
+        if (batch.length > 0) {
+          await output.send(batch);
+          this.lastSent = (batch.at(-1) as OutgoingEvent).id;
+        }
+        if (result) {
+          await this.sendResult(output, await this.service.builds.poll(this.hash), result.id);
+          return;
         }
         if (events && events.length === this.service.readBatch) continue;
         if (finishedSeen) {
@@ -256,7 +263,7 @@ class Session {
     // A new run of the same request started: the client follows it by reconnecting.
     if (reply.status === 202 || output.closed) return;
     const data = typeof reply.body === "string" ? reply.body : JSON.stringify(reply.body);
-    await output.send({ id: id ?? nextEventId(this.lastSent), event: "result", data });
+    await output.send([{ id: id ?? nextEventId(this.lastSent), event: "result", data }]);
   }
 
   /** Until a wake-up, or 5 s: a missed wake-up costs at most that. */

@@ -24,7 +24,7 @@ let mirror: Mirror;
 let shared: string;
 let proxy: { url: string; server: Server; hold: boolean; held: (() => void)[] };
 const procs: { child: ChildProcess; dir: string }[] = [];
-let api: { url: string; dir: string; child: ChildProcess };
+let api: { url: string; dir: string; child: ChildProcess; output: () => string };
 let worker: { dir: string; child: ChildProcess };
 
 /** The mirror behind a proxy that can hold ImageBuilder downloads: a build then waits in download_imagebuilder. */
@@ -50,7 +50,7 @@ async function startHoldingProxy(target: string): Promise<typeof proxy> {
 
 async function startAsu(
   role: "serve" | "worker",
-): Promise<{ url: string; dir: string; child: ChildProcess }> {
+): Promise<{ url: string; dir: string; child: ChildProcess; output: () => string }> {
   const dir = await mkdtemp(path.join(tmpdir(), `asu-events-${role}-`));
   const toml = path.join(dir, "asu.toml");
   await writeFile(
@@ -82,11 +82,13 @@ async function startAsu(
   });
   procs.push({ child, dir });
   let out = "";
+  let all = "";
   let err = "";
   child.stderr?.on("data", (c: Buffer) => (err += c.toString()));
   const url = await new Promise<string>((resolve, reject) => {
     child.stdout?.on("data", (c: Buffer) => {
       out += c.toString();
+      all += c.toString();
       for (const line of out.split("\n")) {
         if (!line.includes('"asu-ts running"')) continue;
         try {
@@ -98,7 +100,7 @@ async function startAsu(
     });
     child.once("exit", (code) => reject(new Error(`asu ${role} exited ${code}: ${err}`)));
   });
-  return { url, dir, child };
+  return { url, dir, child, output: () => all };
 }
 
 interface SseEvent {
@@ -350,5 +352,11 @@ describe("GET /api/v1/build/{hash}/events with separate API and worker processes
     const rest = await readUntil(stream.events, () => false);
     expect(rest.filter((e) => e.comment !== "heartbeat")).toEqual([]);
     expect((await apiExited)[0]).toBe(0);
+    // Streams that ended, were left or were cut by shutdown logged no error.
+    const errors = api
+      .output()
+      .split("\n")
+      .filter((line) => /"level":(50|60)/.test(line));
+    expect(errors).toEqual([]);
   });
 });
