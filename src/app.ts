@@ -182,7 +182,8 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
       cacheDir: config.cache_path,
       upstreamUrl: config.upstream_url,
       requireSignatures: config.require_signatures,
-      logger: { info: (msg) => logger.info(msg), warn: (msg) => logger.warn(msg) },
+      // The same pino logger, with a field saying who speaks (issue #15, item 4).
+      logger: logger.child({ component: "imagebuilder" }),
       processRunner,
       checkIntervalMs: config.imagebuilder_check_interval * 1000,
       prepare: async (tree) => {
@@ -237,7 +238,7 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
       upstream,
       catalog,
       stats,
-      logger: !opts.quiet,
+      logger,
       isShuttingDown: () => shuttingDown,
     });
     app = created.app;
