@@ -182,11 +182,7 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
   if (opts.role !== "api" && config.workers > 0) {
     processRunner = new ProcessRunner();
     const hiddenPaths = sandboxHiddenPaths(config);
-    const runner = await createRunner(config, {
-      hiddenPaths,
-      processRunner,
-      logger: { info: (msg) => logger.info(msg), warn: (msg) => logger.warn(msg) },
-    });
+    const runner = await createRunner(config, { hiddenPaths, processRunner, logger });
     // A runner that brings its own ImageBuilders (podman images) hands them out itself.
     const imagebuilders: ImageBuilderSource =
       runner.imagebuilders ??
@@ -194,7 +190,8 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
         cacheDir: config.cache_path,
         upstreamUrl: config.upstream_url,
         requireSignatures: config.require_signatures,
-        logger: { info: (msg) => logger.info(msg), warn: (msg) => logger.warn(msg) },
+        // The same pino logger, with a field saying who speaks (issue #15, item 4).
+        logger: logger.child({ component: "imagebuilder" }),
         processRunner,
         checkIntervalMs: config.imagebuilder_check_interval * 1000,
         prepare: async (tree) => {
@@ -247,7 +244,7 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
       upstream,
       catalog,
       stats,
-      logger: !opts.quiet,
+      logger,
       isShuttingDown: () => shuttingDown,
     });
     app = created.app;

@@ -1,7 +1,8 @@
 import cors from "@fastify/cors";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
-import Fastify, { type FastifyInstance } from "fastify";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import type { Logger } from "pino";
 import type { AsuConfig } from "../config/config.js";
 import type { BuildQueue } from "../queue/build-queue.js";
 import {
@@ -32,8 +33,11 @@ export interface AppDeps {
   upstream: UpstreamClient;
   catalog: Catalog;
   stats: Stats;
-  /** false in tests that want quiet output; otherwise pino at config.log_level. */
-  logger?: boolean;
+  /**
+   * The process's one pino logger (src/app.ts), so request logs and the server's own lines
+   * share level, fields and destination; false logs nothing (tests).
+   */
+  logger: Logger | false;
   /** True once SIGTERM/SIGINT arrived: /readyz answers 503. */
   isShuttingDown?: () => boolean;
 }
@@ -45,8 +49,10 @@ export interface AsuApp {
 }
 
 export async function createApp(deps: AppDeps): Promise<AsuApp> {
+  const logging: { logger: false } | { loggerInstance: FastifyBaseLogger } =
+    deps.logger === false ? { logger: false } : { loggerInstance: deps.logger };
   const app = Fastify({
-    logger: deps.logger === false ? false : { level: deps.config.log_level },
+    ...logging,
     // Rate limits key on request.ip. X-Forwarded-For is believed only as far as the operator
     // says proxies append to it, counted from the right (see trust-proxy.ts).
     trustProxy: fastifyTrustProxy(deps.config.trust_proxy),

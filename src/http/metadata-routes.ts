@@ -1,3 +1,4 @@
+import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import type { FastifyInstance, FastifyReply } from "fastify";
 import Type from "typebox";
 import type { AsuConfig, BranchConfig } from "../config/config.js";
@@ -15,6 +16,15 @@ import {
 import type { ProfileInfo, ProfilesJson } from "../upstream/upstream-documents.js";
 import type { UpstreamClient } from "../upstream/upstream-client.js";
 import { renderOverviewPage } from "./overview-page.js";
+import {
+  BranchOverviewSchema,
+  ERROR_RESPONSES,
+  LatestSchema,
+  MetadataDocumentSchema,
+  OverviewSchema,
+  RevisionSchema,
+  VersionsSchema,
+} from "./response-schemas.js";
 
 export interface MetadataDeps {
   config: AsuConfig;
@@ -175,7 +185,9 @@ export function splitMetadataPath(
   return undefined;
 }
 
-export function registerMetadataRoutes(app: FastifyInstance, deps: MetadataDeps): void {
+export function registerMetadataRoutes(root: FastifyInstance, deps: MetadataDeps): void {
+  // Route types come from the schemas (params, responses), so they cannot drift apart.
+  const app = root.withTypeProvider<TypeBoxTypeProvider>();
   const { config, catalog, upstream, stats } = deps;
   const tags = ["metadata"];
 
@@ -189,6 +201,7 @@ export function registerMetadataRoutes(app: FastifyInstance, deps: MetadataDeps)
         summary: "Server limits, branches, versions and targets (owut, LuCI)",
         description:
           "`branches{}.path` still contains `{version}`; clients fill it in. `latest` lists the newest release of each branch, newest first.",
+        response: { 200: OverviewSchema, ...ERROR_RESPONSES },
       },
     },
     async () => buildOverview(deps),
@@ -196,13 +209,25 @@ export function registerMetadataRoutes(app: FastifyInstance, deps: MetadataDeps)
 
   app.get(
     "/json/v1/branches.json",
-    { schema: { tags, summary: "The branch objects of overview.json as a list (auc)" } },
+    {
+      schema: {
+        tags,
+        summary: "The branch objects of overview.json as a list (auc)",
+        response: { 200: Type.Array(BranchOverviewSchema), ...ERROR_RESPONSES },
+      },
+    },
     async () => branchList(await catalog.branchesOverview()),
   );
 
   app.get(
     "/json/v1/latest.json",
-    { schema: { tags, summary: "The newest release of each branch, newest first" } },
+    {
+      schema: {
+        tags,
+        summary: "The newest release of each branch, newest first",
+        response: { 200: LatestSchema, ...ERROR_RESPONSES },
+      },
+    },
     async () => ({ latest: (await catalog.branchesOverview()).latest }),
   );
 
@@ -223,12 +248,26 @@ export function registerMetadataRoutes(app: FastifyInstance, deps: MetadataDeps)
 
   app.get(
     "/api/latest",
-    { schema: { tags, deprecated: true, summary: "Seed API: `{latest}`, as /json/v1/latest.json" } },
+    {
+      schema: {
+        tags,
+        deprecated: true,
+        summary: "Seed API: `{latest}`, as /json/v1/latest.json",
+        response: { 200: LatestSchema, ...ERROR_RESPONSES },
+      },
+    },
     async () => ({ latest: (await catalog.branchesOverview()).latest }),
   );
   app.get(
     "/api/branches",
-    { schema: { tags, deprecated: true, summary: "Seed API: the branch list, as /json/v1/branches.json" } },
+    {
+      schema: {
+        tags,
+        deprecated: true,
+        summary: "Seed API: the branch list, as /json/v1/branches.json",
+        response: { 200: Type.Array(BranchOverviewSchema), ...ERROR_RESPONSES },
+      },
+    },
     async () => branchList(await catalog.branchesOverview()),
   );
   app.get(
@@ -240,6 +279,7 @@ export function registerMetadataRoutes(app: FastifyInstance, deps: MetadataDeps)
         summary: "Seed API: every buildable version, `latest` and the branch list",
         description:
           "`{versions: [...], latest: [...], branches: [...]}`; `versions` is every version of every enabled branch, newest first, snapshots first.",
+        response: { 200: VersionsSchema, ...ERROR_RESPONSES },
       },
     },
     async () => {
@@ -252,13 +292,14 @@ export function registerMetadataRoutes(app: FastifyInstance, deps: MetadataDeps)
   // --- revision -------------------------------------------------------------------------------
 
   const Segment = Type.String({ pattern: SEGMENT_PATTERN, maxLength: 128 });
-  app.get<{ Params: { version: string; target: string; subtarget: string } }>(
+  app.get(
     "/api/v1/revision/:version/:target/:subtarget",
     {
       schema: {
         tags,
         summary: "The revision (version_code) a target of a version is built from (LuCI)",
         params: Type.Object({ version: Segment, target: Segment, subtarget: Segment }),
+        response: { 200: RevisionSchema, ...ERROR_RESPONSES },
       },
     },
     async (request) => {
@@ -273,7 +314,7 @@ export function registerMetadataRoutes(app: FastifyInstance, deps: MetadataDeps)
 
   // --- per-version documents ------------------------------------------------------------------
 
-  app.get<{ Params: { "*": string } }>(
+  app.get(
     "/json/v1/*",
     {
       schema: {
@@ -286,6 +327,7 @@ export function registerMetadataRoutes(app: FastifyInstance, deps: MetadataDeps)
           "- `{path}/packages/{arch}-index.json`: `{name: version}` over every feed.",
         ].join("\n"),
         params: Type.Object({ "*": Type.String({ maxLength: 512 }) }),
+        response: { 200: MetadataDocumentSchema, ...ERROR_RESPONSES },
       },
     },
     async (request) => {

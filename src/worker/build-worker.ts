@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
 import type { Worker } from "bullmq";
+import type { Logger } from "pino";
 import type { AsuConfig } from "../config/config.js";
 import { UnrecoverableError, type BuildJobContext, type BuildQueue } from "../queue/build-queue.js";
 import type { BuildJobData } from "../queue/build-job.js";
@@ -16,11 +17,8 @@ import { STALE_REVISION_TTL_SECONDS, StaleRevisionError } from "./revision-check
  */
 export const SERVER_FAULT_TTL_SECONDS = 300;
 
-export interface WorkerLogger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
+/** The process's pino logger (src/app.ts); structured fields stay fields. */
+export type WorkerLogger = Pick<Logger, "info" | "warn" | "error">;
 
 export interface BuildWorkerDeps extends PipelineDeps {
   config: AsuConfig;
