@@ -8,7 +8,7 @@ import {
   startTestServer,
   type Mirror,
   type TestServer,
-  startStack,
+  startMirror,
   stopStack,
 } from "./harness.js";
 
@@ -34,7 +34,9 @@ let mirror: Mirror;
 let api: TestServer;
 
 beforeAll(async () => {
-  ({ mirror, api } = await startStack({ role: "api" }));
+  // writable: "picks up a new release" publishes 24.10.5 into the tree
+  mirror = await startMirror({ writable: true });
+  api = await startTestServer(mirror, { role: "api" });
 });
 
 afterAll(() => stopStack({ mirror, api }));

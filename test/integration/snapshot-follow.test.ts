@@ -23,7 +23,7 @@ const snapshot = { version: "SNAPSHOT", target: "x86/64", profile: "generic" };
 const SUMS = "/snapshots/targets/x86/64/sha256sums";
 
 beforeAll(async () => {
-  mirror = await startMirror();
+  mirror = await startMirror({ writable: true });
 });
 
 afterAll(async () => {

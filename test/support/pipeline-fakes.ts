@@ -341,6 +341,11 @@ export class FakeQueue {
     return Promise.resolve();
   }
 
+  /** An event hub that never wakes anyone: the fake queue has no event streams. */
+  createEventHub(): { size: number; subscribe(): () => void; close(): Promise<void> } {
+    return { size: 0, subscribe: () => () => undefined, close: () => Promise.resolve() };
+  }
+
   /** Typed as the real queue for the code under test. */
   get asQueue(): BuildQueue {
     return this as unknown as BuildQueue;
