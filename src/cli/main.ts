@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command } from "commander";
-import { collectGarbageOnce, startServer, type Role } from "../app.js";
+import type { Role } from "../app.js";
 import { loadConfig, type AsuConfig } from "../config/config.js";
 import { ConfigError } from "../shared/errors.js";
 import { VERSION } from "../shared/version.js";
@@ -32,6 +32,9 @@ async function run(role: Role, opts: CommonOptions, embeddedRedis: boolean): Pro
   // A signal while still starting has nothing to drain yet.
   const early = (signal: NodeJS.Signals) => process.exit(signal === "SIGINT" ? 130 : 143);
   process.once("SIGINT", early).once("SIGTERM", early);
+  // The server stack loads only for server commands: the client commands start in a
+  // fraction of the time without it.
+  const { startServer } = await import("../app.js");
   const server = await startServer(config, { role, embeddedRedis });
   process.off("SIGINT", early).off("SIGTERM", early);
   server.logger.info(
@@ -94,6 +97,7 @@ withCommon(
     .command("gc")
     .description("remove expired builds from the store, and the oldest when over store_max_bytes"),
 ).action(async (opts: CommonOptions) => {
+  const { collectGarbageOnce } = await import("../app.js");
   const report = await collectGarbageOnce(readConfig(opts));
   process.stdout.write(`${JSON.stringify(report)}\n`);
 });
