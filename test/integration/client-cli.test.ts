@@ -171,11 +171,15 @@ describe("asu build", () => {
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stderr = "";
+    let interrupted = false;
     const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
     child.stderr.setEncoding("utf8").on("data", (d: string) => {
       stderr += d;
-      // Interrupt once the build is being followed.
-      if (/no event stream|queued|building/.test(stderr)) child.kill("SIGINT");
+      // Interrupt once the build is being followed: one Ctrl-C (a second one kills at once).
+      if (!interrupted && /no event stream|queued|building/.test(stderr)) {
+        interrupted = true;
+        child.kill("SIGINT");
+      }
     });
     expect(await exited).toBe(130);
     expect(stderr).toContain("asu: interrupted");
