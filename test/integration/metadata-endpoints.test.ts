@@ -34,7 +34,8 @@ let mirror: Mirror;
 let api: TestServer;
 
 beforeAll(async () => {
-  ({ mirror, api } = await startStack({ role: "api" }));
+  // Writable: one test publishes 24.10.5 into the mirror.
+  ({ mirror, api } = await startStack({ role: "api" }, { writable: true }));
 });
 
 afterAll(() => stopStack({ mirror, api }));
