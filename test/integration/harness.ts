@@ -190,9 +190,12 @@ export interface Stack {
   api: TestServer;
 }
 
-/** The usual test setup: a fresh mirror and one server for it. */
-export async function startStack(opts: Parameters<typeof startTestServer>[1] = {}): Promise<Stack> {
-  const mirror = await startMirror();
+/** The usual test setup: the run's mirror (a private copy with `writable`) and one server for it. */
+export async function startStack(
+  opts: Parameters<typeof startTestServer>[1] = {},
+  mirrorOpts: { writable?: boolean } = {},
+): Promise<Stack> {
+  const mirror = await startMirror(mirrorOpts);
   const api = await startTestServer(mirror, opts);
   return { mirror, api };
 }

@@ -8,7 +8,7 @@ import {
   startTestServer,
   type Mirror,
   type TestServer,
-  startMirror,
+  startStack,
   stopStack,
 } from "./harness.js";
 
@@ -34,9 +34,8 @@ let mirror: Mirror;
 let api: TestServer;
 
 beforeAll(async () => {
-  // writable: "picks up a new release" publishes 24.10.5 into the tree
-  mirror = await startMirror({ writable: true });
-  api = await startTestServer(mirror, { role: "api" });
+  // Writable: one test publishes 24.10.5 into the mirror.
+  ({ mirror, api } = await startStack({ role: "api" }, { writable: true }));
 });
 
 afterAll(() => stopStack({ mirror, api }));

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { cp, mkdir, mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import lockfile from "proper-lockfile";
@@ -33,6 +33,7 @@ export async function ensureFastMirror(base = runDir()): Promise<MirrorInfo> {
     try {
       const info = await generateMirror({ dir: path.join(tmp, "mirror") });
       await rename(path.join(tmp, "mirror"), path.join(base, "mirror"));
+      await writeFile(path.join(base, "fingerprint"), await fingerprint(path.join(base, "mirror")));
       await writeFile(infoFile, JSON.stringify({ ...info, dir: "" }), { mode: 0o600 });
     } finally {
       await rm(tmp, { recursive: true, force: true });
@@ -50,6 +51,24 @@ export async function copyFastMirror(): Promise<{ info: MirrorInfo; root: string
   const dir = path.join(root, "mirror");
   await cp(shared.dir, dir, { recursive: true, preserveTimestamps: true });
   return { info: { ...structuredClone(shared), dir }, root };
+}
+
+/**
+ * What a test that wrongly changes the shared tree most likely touches: .versions.json and
+ * the list of releases. Checked at the end of the run (global-setup.ts).
+ */
+async function fingerprint(mirror: string): Promise<string> {
+  const versions = await readFile(path.join(mirror, ".versions.json"), "utf8");
+  const releases = (await readdir(path.join(mirror, "releases"))).sort().join(",");
+  return `${versions}\n${releases}`;
+}
+
+/** A message naming the problem when a test changed the shared mirror in place; else undefined. */
+export async function sharedMirrorChanged(base: string): Promise<string | undefined> {
+  if (!existsSync(path.join(base, "fingerprint"))) return undefined;
+  const before = await readFile(path.join(base, "fingerprint"), "utf8");
+  if (before === (await fingerprint(path.join(base, "mirror")))) return undefined;
+  return "a test changed the shared fast mirror (.versions.json or releases/); give it its own copy with startMirror({ writable: true }) or copyFastMirror()";
 }
 
 function runDir(): string {

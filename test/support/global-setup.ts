@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import type { TestProject } from "vitest/node";
 import { ensureRealTools } from "../../fixtures/real-tools/real-tools.js";
+import { sharedMirrorChanged } from "./fast-mirror.js";
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -26,5 +27,13 @@ export default async function setup(project: TestProject): Promise<() => Promise
   // The fast mirror is generated here on first use, once for the run (test/support/fast-mirror.ts).
   const fastMirrorDir = await mkdtemp(path.join(tmpdir(), "asu-fast-mirror-"));
   process.env.ASU_FAST_MIRROR_DIR = fastMirrorDir;
-  return () => rm(fastMirrorDir, { recursive: true, force: true });
+  return async () => {
+    const changed = await sharedMirrorChanged(fastMirrorDir);
+    await rm(fastMirrorDir, { recursive: true, force: true });
+    if (changed !== undefined) {
+      // vitest only logs errors thrown here; the exit code makes the run fail.
+      process.exitCode = 1;
+      throw new Error(changed);
+    }
+  };
 }
