@@ -265,6 +265,11 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
     // With Redis away BullMQ's close can wait for a reconnect that never comes.
     if (!(await within(workerClosed, graceEnd - Date.now()))) void worker?.close(true).catch(() => undefined);
     await within(appClosed, graceEnd - Date.now());
+    // Request counts still in memory (Stats.countRequest) go out before Redis is closed.
+    await within(
+      stats.close().catch((err: unknown) => logger.warn({ err }, "stats write failed")),
+      500,
+    );
     if (!(await within(queue.close(), Math.max(200, graceEnd - Date.now())))) queue.redis.disconnect();
     await within(store.close(), 500);
     await within(redis.stop?.(), 1000);
