@@ -9,8 +9,10 @@
  * bare Fastify route that parses the body, hashes it and does one Redis GET; and one that
  * does only the GET). Each repetition measures, back to back:
  *   POST floor, POST /api/v1/build (cache hit), GET floor, GET /api/v1/build/{hash},
- * and the table gives, per row, the median over the repetitions of req/s, p50 and p99, and
+ * and the table gives, per row, the median over the repetitions of req/s, p50, p99 and the
+ * server's CPU time per request (/proc: what a shared, noisy machine changes least), with
  * ours ÷ floor. Targets: POST >= 0.8x, GET >= 0.95x, p99 <= 1.5x the floor's p99.
+ * ASU_BENCH_MAIN=/path/to/dist/cli/main.js measures another build (before/after a change).
  * --profile DIR writes a V8 CPU profile of the API into DIR (summarise it with
  * bench/cpu-profile-top.ts). Needs Redis on 127.0.0.1:6379 (or TEST_REDIS_URL).
  */
@@ -19,6 +21,7 @@ import autocannon from "autocannon";
 import { Redis } from "ioredis";
 import {
   BENCH_BODY,
+  cpuSeconds,
   flushBenchPrefix,
   seedResults,
   startApiProcess,
@@ -43,15 +46,20 @@ interface Figures {
   rps: number;
   p50: number;
   p99: number;
+  /** Server CPU time per request, in microseconds (user + system, from /proc). */
+  cpuUs: number;
   errors: number;
 }
 
-async function measure(opts: autocannon.Options, duration = seconds): Promise<Figures> {
+async function measure(opts: autocannon.Options, pid: number, duration = seconds): Promise<Figures> {
+  const cpuBefore = await cpuSeconds(pid);
   const result = await autocannon({ ...opts, connections, duration });
+  const cpu = (await cpuSeconds(pid)) - cpuBefore;
   return {
     rps: result.requests.average,
     p50: result.latency.p50,
     p99: result.latency.p99,
+    cpuUs: (cpu * 1e6) / Math.max(1, result.requests.total),
     errors: result.non2xx + result.errors + result.timeouts,
   };
 }
@@ -78,26 +86,31 @@ async function main(): Promise<void> {
   if (check.status !== 200)
     throw new Error(`expected a cache hit, got ${check.status}: ${await check.text()}`);
 
-  const runs: [string, autocannon.Options][] = [
-    ["floor POST (parse, hash, GET)", { url: `${floor.url}/floor`, method: "POST", headers: json, body }],
+  const runs: [string, autocannon.Options, number][] = [
+    [
+      "floor POST (parse, hash, GET)",
+      { url: `${floor.url}/floor`, method: "POST", headers: json, body },
+      floor.pid,
+    ],
     [
       "POST /api/v1/build (cache hit)",
       { url: `${api.url}/api/v1/build`, method: "POST", headers: json, body },
+      api.pid,
     ],
-    ["floor GET (one Redis GET)", { url: `${floor.url}/floor/${hash}` }],
-    ["GET /api/v1/build/{hash}", { url: `${api.url}/api/v1/build/${hash}` }],
+    ["floor GET (one Redis GET)", { url: `${floor.url}/floor/${hash}` }, floor.pid],
+    ["GET /api/v1/build/{hash}", { url: `${api.url}/api/v1/build/${hash}` }, api.pid],
   ];
   // Warm up both processes (JIT, connection pools) before anything counts.
-  for (const [, opts] of runs) await measure(opts, 2);
+  for (const [, opts, pid] of runs) await measure(opts, pid, 2);
 
   const results = new Map<string, Figures[]>(runs.map(([name]) => [name, []]));
   const logBefore = api.logBytes();
   for (let rep = 1; rep <= reps; rep++) {
-    for (const [name, opts] of runs) {
-      const f = await measure(opts);
+    for (const [name, opts, pid] of runs) {
+      const f = await measure(opts, pid);
       results.get(name)?.push(f);
       console.log(
-        `rep ${rep}  ${name.padEnd(32)} ${f.rps.toFixed(0).padStart(7)} req/s  p50 ${f.p50} ms  p99 ${f.p99} ms  errors ${f.errors}`,
+        `rep ${rep}  ${name.padEnd(32)} ${f.rps.toFixed(0).padStart(7)} req/s  p50 ${f.p50} ms  p99 ${f.p99} ms  cpu ${f.cpuUs.toFixed(0)} µs/req  errors ${f.errors}`,
       );
     }
   }
@@ -109,6 +122,7 @@ async function main(): Promise<void> {
       rps: median(fs.map((f) => f.rps)),
       p50: median(fs.map((f) => f.p50)),
       p99: median(fs.map((f) => f.p99)),
+      cpuUs: median(fs.map((f) => f.cpuUs)),
       errors: fs.reduce((n, f) => n + f.errors, 0),
     };
   };
@@ -122,11 +136,13 @@ async function main(): Promise<void> {
     "p99 ms".padStart(7),
     "rps ÷ floor".padStart(12),
     "p99 ÷ floor".padStart(12),
+    "µs CPU/req".padStart(11),
+    "CPU ÷ floor".padStart(12),
     "errors".padStart(7),
   );
   for (const [i, [name]] of runs.entries()) {
     const f = med(name);
-    const base = med((runs[i % 2 === 0 ? i : i - 1] as [string, unknown])[0]);
+    const base = med((runs[i % 2 === 0 ? i : i - 1] as [string, unknown, number])[0]);
     console.log(
       name.padEnd(32),
       f.rps.toFixed(0).padStart(8),
@@ -134,6 +150,8 @@ async function main(): Promise<void> {
       f.p99.toFixed(1).padStart(7),
       (f.rps / base.rps).toFixed(2).padStart(12),
       (f.p99 / base.p99).toFixed(2).padStart(12),
+      f.cpuUs.toFixed(0).padStart(11),
+      (f.cpuUs / base.cpuUs).toFixed(2).padStart(12),
       String(f.errors).padStart(7),
     );
   }

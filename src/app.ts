@@ -139,7 +139,12 @@ export async function collectGarbageOnce(config: AsuConfig): Promise<StoreGcRepo
 
 /** The one place where config, clients, services and the Fastify app are created and wired. */
 export async function startServer(config: AsuConfig, opts: StartOptions): Promise<RunningServer> {
-  const logger = pino({ level: opts.quiet ? "silent" : config.log_level });
+  // Buffered, asynchronous stdout: a write per log line (access lines included) cost a
+  // cache hit more than its Redis GET (issue #13). Lines go out in 4 KiB writes, or within
+  // a second; pino writes what is left when the process exits (docs/decisions/012).
+  const logStream = opts.quiet ? undefined : pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  const logFlushTimer = logStream ? setInterval(() => logStream.flush(), 1000).unref() : undefined;
+  const logger = opts.quiet ? pino({ level: "silent" }) : pino({ level: config.log_level }, logStream);
   const redis = opts.embeddedRedis
     ? await resolveRedis({
         ...(config.redis_url ? { redisUrl: config.redis_url } : {}),
@@ -238,6 +243,7 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
       catalog,
       stats,
       logger: !opts.quiet,
+      ...(logStream ? { logStream } : {}),
       isShuttingDown: () => shuttingDown,
     });
     app = created.app;
@@ -270,10 +276,12 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
       stats.close().catch((err: unknown) => logger.warn({ err }, "stats write failed")),
       500,
     );
-    if (!(await within(queue.close(), Math.max(200, graceEnd - Date.now())))) queue.redis.disconnect();
+    if (!(await within(queue.close(), Math.max(200, graceEnd - Date.now())))) queue.disconnect();
     await within(store.close(), 500);
     await within(redis.stop?.(), 1000);
     processRunner?.killAll("SIGKILL");
+    clearInterval(logFlushTimer);
+    logStream?.flush();
   };
   let closing: Promise<void> | undefined;
 

@@ -18,7 +18,8 @@ import { requestHash } from "../../src/request/request-hash.js";
 import type { BuildRequestBody } from "../../src/request/build-request-schema.js";
 
 const root = path.resolve(import.meta.dirname, "..", "..");
-export const MAIN = path.join(root, "dist", "cli", "main.js");
+/** The server to measure; ASU_BENCH_MAIN points at another build (e.g. of an older commit). */
+export const MAIN = process.env.ASU_BENCH_MAIN ?? path.join(root, "dist", "cli", "main.js");
 
 export interface ApiProcess {
   url: string;
@@ -112,7 +113,7 @@ export async function startApiProcess(opts: {
 export async function startFloorProcess(
   redisUrl: string,
   prefix: string,
-): Promise<{ url: string; stop(): Promise<void> }> {
+): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
   const script = path.join(root, "bench", "support", "floor-server.ts");
   const child = spawn(process.execPath, ["--import", "tsx", script, redisUrl, prefix], {
     cwd: root,
@@ -128,6 +129,7 @@ export async function startFloorProcess(
   child.stdout?.resume();
   return {
     url,
+    pid: child.pid as number,
     stop: async () => {
       const exited = once(child, "exit");
       child.kill("SIGTERM");
@@ -190,3 +192,17 @@ export async function rssMiB(pid: number): Promise<{ rss: number; peak: number }
   const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(status)?.[1] ?? NaN);
   return { rss: kb("VmRSS") / 1024, peak: kb("VmHWM") / 1024 };
 }
+
+/**
+ * CPU seconds (user + system) a process has used, from /proc/<pid>/stat. CPU per request is
+ * what a contended machine changes least: throughput moves with the neighbours' load.
+ */
+export async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command name (which may hold spaces) start at field 3.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return ticks / CLOCK_TICKS;
+}
+/** USER_HZ: 100 on every Linux architecture Node runs on. */
+const CLOCK_TICKS = 100;

@@ -2,6 +2,7 @@ import cors from "@fastify/cors";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import Fastify, { type FastifyInstance } from "fastify";
+import type { DestinationStream } from "pino";
 import type { AsuConfig } from "../config/config.js";
 import type { BuildQueue } from "../queue/build-queue.js";
 import {
@@ -14,6 +15,7 @@ import type { Stats } from "../stats/stats.js";
 import type { Catalog } from "../upstream/catalog.js";
 import type { UpstreamClient } from "../upstream/upstream-client.js";
 import { VERSION } from "../shared/version.js";
+import { AccessLogController } from "./access-log.js";
 import { registerBuildRoutes } from "./build-routes.js";
 import { BuildService } from "./build-service.js";
 import { registerErrorHandler } from "./error-handler.js";
@@ -31,6 +33,8 @@ export interface AppDeps {
   stats: Stats;
   /** false in tests that want quiet output; otherwise pino at config.log_level. */
   logger?: boolean;
+  /** Where the access log goes; default stdout (src/app.ts passes its asynchronous one). */
+  logStream?: DestinationStream;
   /** True once SIGTERM/SIGINT arrived: /readyz answers 503. */
   isShuttingDown?: () => boolean;
 }
@@ -42,7 +46,11 @@ export interface AsuApp {
 
 export async function createApp(deps: AppDeps): Promise<AsuApp> {
   const app = Fastify({
-    logger: deps.logger === false ? false : { level: deps.config.log_level },
+    logger:
+      deps.logger === false
+        ? false
+        : { level: deps.config.log_level, ...(deps.logStream ? { stream: deps.logStream } : {}) },
+    logController: new AccessLogController(),
     // Rate limits key on request.ip. X-Forwarded-For is believed only as far as the operator
     // says proxies append to it, counted from the right (see trust-proxy.ts).
     trustProxy: fastifyTrustProxy(deps.config.trust_proxy),
@@ -81,11 +89,12 @@ export async function createApp(deps: AppDeps): Promise<AsuApp> {
       : error,
   );
   // Every 503 (queue or upstream unavailable) says when to come back.
-  app.addHook("onSend", async (_request, reply, payload) => {
+  // (A callback hook: an async one costs a promise on every answer, cache hits included.)
+  app.addHook("onSend", (_request, reply, payload, done) => {
     if (reply.statusCode === 503 && !reply.hasHeader("retry-after")) {
       void reply.header("Retry-After", String(QUEUE_RETRY_AFTER_SECONDS));
     }
-    return payload;
+    done(null, payload);
   });
 
   const buildService = new BuildService({

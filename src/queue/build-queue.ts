@@ -28,7 +28,10 @@ export type JobStatus =
  * `<prefix>:result:<hash>` with a per-kind TTL, so a cache hit is a single GET.
  */
 export class BuildQueue {
+  /** Plain commands: results, positions, rate limits, stats (auto-pipelined). */
   readonly redis: Redis;
+  /** BullMQ's Queue only. */
+  private readonly bullRedis: Redis;
   readonly queue: Queue<BuildJobData>;
   private readonly prefix: string;
   private readonly redisUrl: string;
@@ -49,19 +52,26 @@ export class BuildQueue {
     // queue, one retry, and a command timeout for a Redis that accepts but does not answer.
     // It never blocks, so BullMQ accepts it for a Queue (only Worker connections need
     // maxRetriesPerRequest: null). ioredis keeps reconnecting in the background.
-    this.redis = new Redis(opts.redisUrl, {
+    const failFast = {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
       commandTimeout: this.commandTimeoutMs,
-      retryStrategy: (times) => Math.min(times * 200, 2000),
-    });
+      retryStrategy: (times: number) => Math.min(times * 200, 2000),
+    };
+    // Our own commands (result GETs, rate limits, stats) are auto-pipelined: every command
+    // of one event-loop turn leaves in one write, which is most of a cache hit's cost under
+    // load (issue #13). BullMQ gets a connection without it: Bull users saw jobs lose their
+    // data with auto-pipelining (OptimalBits/bull#2276), and its scripts gain nothing.
+    this.redis = new Redis(opts.redisUrl, { ...failFast, enableAutoPipelining: true });
+    this.bullRedis = new Redis(opts.redisUrl, failFast);
     // Without a listener ioredis prints every failed reconnect; readiness reports the state.
     this.redis.on("error", () => undefined);
+    this.bullRedis.on("error", () => undefined);
     this.redis.once("ready", () => {
       this.wasReady = true;
     });
     this.queue = new Queue<BuildJobData>(QUEUE_NAME, {
-      connection: this.redis,
+      connection: this.bullRedis,
       prefix: opts.prefix,
     });
     this.queue.on("error", () => undefined);
@@ -69,7 +79,7 @@ export class BuildQueue {
 
   /** Whether the request-path connection is up (readiness, and the fast 503). */
   get available(): boolean {
-    return this.redis.status === "ready";
+    return this.redis.status === "ready" && this.bullRedis.status === "ready";
   }
 
   /**
@@ -124,9 +134,22 @@ export class BuildQueue {
    * so a cache hit can be answered without parsing the body.
    */
   async getResult(hash: string): Promise<StoredResult | undefined> {
-    const raw = await this.guard(() => this.redis.get(this.resultKey(hash)));
+    const raw = await this.command(() => this.redis.get(this.resultKey(hash)));
     if (raw === null) return undefined;
     return { status: Number(raw.slice(0, 3)), body: raw.slice(3) };
+  }
+
+  /**
+   * guard() for one plain ioredis command, without its timer on the hot path (a cache hit):
+   * on a ready connection ioredis's own commandTimeout bounds the call.
+   */
+  private async command<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.redis.status !== "ready") return this.guard(fn);
+    try {
+      return await fn();
+    } catch (err) {
+      throw isRedisConnectionError(err) ? new QueueUnavailableError(err) : err;
+    }
   }
 
   async setResult(hash: string, status: number, body: string, ttlSeconds: number): Promise<void> {
@@ -315,12 +338,18 @@ export class BuildQueue {
       // Never connected: BullMQ's pending first-connection wait rejects once the socket
       // ends; it must end while the queue still listens for errors, or the rejection is
       // unhandled.
-      this.redis.disconnect();
+      this.disconnect();
       await this.queue.close();
       return;
     }
     await this.queue.close();
+    this.disconnect();
+  }
+
+  /** Drops both connections at once (close() did not finish in time). */
+  disconnect(): void {
     this.redis.disconnect();
+    this.bullRedis.disconnect();
   }
 }
 
