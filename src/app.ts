@@ -169,7 +169,10 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
       `store_backend = "local": the API and the workers must share ${config.public_path}; on separate machines use store_backend = "s3"`,
     );
   }
-  const upstream = new UpstreamClient({ baseUrl: config.upstream_url });
+  const upstream = new UpstreamClient({
+    baseUrl: config.upstream_url,
+    maxBytes: config.upstream_cache_max_bytes,
+  });
   const catalog = new Catalog(config, upstream);
 
   let worker: Worker<BuildJobData> | undefined;

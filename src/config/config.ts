@@ -73,6 +73,7 @@ export const RawConfigSchema = Type.Object(
     build_rate_limit: Type.Optional(Type.Integer({ minimum: 0 })),
     max_log_bytes: Type.Optional(Type.Integer({ minimum: 1024 })),
     store_max_bytes: Type.Optional(Type.Integer({ minimum: 0 })),
+    upstream_cache_max_bytes: Type.Optional(Type.Integer({ minimum: 1024 * 1024 })),
     redis_prefix: Type.Optional(Type.String({ pattern: "^[\\w.-]+$" })),
     worker_lock_duration: Type.Optional(Duration),
     shutdown_timeout: Type.Optional(Duration),
@@ -164,6 +165,8 @@ export interface AsuConfig {
   max_log_bytes: number;
   /** Disk budget for the store; 0 = none (expired builds are still removed). */
   store_max_bytes: number;
+  /** Bytes of upstream documents (indexes, profiles) kept in memory. */
+  upstream_cache_max_bytes: number;
   /** Prefix of every Redis key, so several servers can share one Redis. */
   redis_prefix: string;
   /** A worker that stops renewing a build's lock this long is presumed dead; another takes the build over. */
@@ -225,6 +228,7 @@ const DEFAULTS = {
   build_rate_limit: 30,
   max_log_bytes: 4 * 1024 * 1024,
   store_max_bytes: 0,
+  upstream_cache_max_bytes: 256 * 1024 * 1024,
   redis_prefix: "asu",
   worker_lock_duration: "30s",
   shutdown_timeout: "30s",
@@ -355,6 +359,7 @@ export function loadConfig(options: LoadConfigOptions = {}): AsuConfig {
     build_rate_limit: conf.build_rate_limit ?? DEFAULTS.build_rate_limit,
     max_log_bytes: conf.max_log_bytes ?? DEFAULTS.max_log_bytes,
     store_max_bytes: conf.store_max_bytes ?? DEFAULTS.store_max_bytes,
+    upstream_cache_max_bytes: conf.upstream_cache_max_bytes ?? DEFAULTS.upstream_cache_max_bytes,
     redis_prefix: conf.redis_prefix ?? DEFAULTS.redis_prefix,
     worker_lock_duration: duration("worker_lock_duration"),
     shutdown_timeout: duration("shutdown_timeout"),
