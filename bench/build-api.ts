@@ -13,7 +13,7 @@
  * server's CPU time per request (/proc: what a shared, noisy machine changes least), with
  * ours ÷ floor. Targets: POST >= 0.8x, GET >= 0.95x, p99 <= 1.5x the floor's p99.
  * ASU_BENCH_MAIN=/path/to/dist/cli/main.js measures another build (before/after a change).
- * --profile DIR writes a V8 CPU profile of the API into DIR (summarise it with
+ * --profile DIR writes a V8 CPU profile of the API into DIR and of the floor into DIR/floor (summarise with
  * bench/cpu-profile-top.ts). Needs Redis on 127.0.0.1:6379 (or TEST_REDIS_URL).
  */
 import { randomBytes } from "node:crypto";
@@ -79,7 +79,7 @@ async function main(): Promise<void> {
     logLevel,
     ...(profileDir ? { cpuProfDir: profileDir } : {}),
   });
-  const floor = await startFloorProcess(redisUrl, prefix);
+  const floor = await startFloorProcess(redisUrl, prefix, profileDir && `${profileDir}/floor`);
   const json = { "content-type": "application/json" };
   const body = JSON.stringify(BENCH_BODY);
   const check = await fetch(`${api.url}/api/v1/build`, { method: "POST", headers: json, body });

@@ -139,11 +139,13 @@ export async function collectGarbageOnce(config: AsuConfig): Promise<StoreGcRepo
 
 /** The one place where config, clients, services and the Fastify app are created and wired. */
 export async function startServer(config: AsuConfig, opts: StartOptions): Promise<RunningServer> {
-  // Buffered, asynchronous stdout: a write per log line (access lines included) cost a
-  // cache hit more than its Redis GET (issue #13). Lines go out in 4 KiB writes, or within
-  // a second; pino writes what is left when the process exits (docs/decisions/012).
-  const logStream = opts.quiet ? undefined : pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  // Buffered stdout: a write per log line (access lines included) cost a cache hit more
+  // than its Redis GET (issue #13). Lines go out in 4 KiB writes, or within a second, and
+  // at exit. Synchronous writes keep the buffer bounded: an asynchronous destination grew
+  // the API's RSS by 80 MB under load (docs/decisions/012).
+  const logStream = opts.quiet ? undefined : pino.destination({ dest: 1, sync: true, minLength: 4096 });
   const logFlushTimer = logStream ? setInterval(() => logStream.flush(), 1000).unref() : undefined;
+  if (logStream) process.once("exit", () => logStream.flushSync());
   const logger = opts.quiet ? pino({ level: "silent" }) : pino({ level: config.log_level }, logStream);
   const redis = opts.embeddedRedis
     ? await resolveRedis({

@@ -113,9 +113,11 @@ export async function startApiProcess(opts: {
 export async function startFloorProcess(
   redisUrl: string,
   prefix: string,
+  cpuProfDir?: string,
 ): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
   const script = path.join(root, "bench", "support", "floor-server.ts");
-  const child = spawn(process.execPath, ["--import", "tsx", script, redisUrl, prefix], {
+  const flags = cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${cpuProfDir}`] : [];
+  const child = spawn(process.execPath, [...flags, "--import", "tsx", script, redisUrl, prefix], {
     cwd: root,
     stdio: ["ignore", "pipe", "inherit"],
   });
