@@ -2,6 +2,7 @@
  * Memory of the API and of cached results (issue #13, item 4).
  *
  *   npm run build && npx tsx bench/api-memory.ts [seconds of load, default 60] [connections, default 64]
+ *     [--rss-only]   (ASU_BENCH_MAIN=/path/to/dist/cli/main.js measures another build)
  *
  * 1. Redis bytes per cached result: builds one image and one impossible package selection
  *    (a 500 with stdout/stderr) on the fast fake mirror, and a ~6 KB result with a manifest,
@@ -17,8 +18,9 @@ import { Redis } from "ioredis";
 import { build, startStack, stopStack } from "../test/integration/harness.js";
 import { BENCH_BODY, flushBenchPrefix, rssMiB, seedResults, startApiProcess } from "./support/api-process.js";
 
-const seconds = Number(process.argv[2] ?? 60);
-const connections = Number(process.argv[3] ?? 64);
+const args = process.argv.slice(2).filter((a) => !a.startsWith("--"));
+const seconds = Number(args[0] ?? 60);
+const connections = Number(args[1] ?? 64);
 const redisUrl = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 
 async function resultMemory(redis: Redis, key: string): Promise<{ json: number; redis: number }> {
@@ -109,7 +111,7 @@ async function apiRss(redis: Redis): Promise<void> {
 async function main(): Promise<void> {
   const redis = new Redis(redisUrl);
   try {
-    await cachedResults(redis);
+    if (!process.argv.includes("--rss-only")) await cachedResults(redis);
     await apiRss(redis);
   } finally {
     redis.disconnect();

@@ -28,10 +28,7 @@ export type JobStatus =
  * `<prefix>:result:<hash>` with a per-kind TTL, so a cache hit is a single GET.
  */
 export class BuildQueue {
-  /** Plain commands: results, positions, rate limits, stats (auto-pipelined). */
   readonly redis: Redis;
-  /** BullMQ's Queue only. */
-  private readonly bullRedis: Redis;
   readonly queue: Queue<BuildJobData>;
   private readonly prefix: string;
   private readonly redisUrl: string;
@@ -58,20 +55,17 @@ export class BuildQueue {
       commandTimeout: this.commandTimeoutMs,
       retryStrategy: (times: number) => Math.min(times * 200, 2000),
     };
-    // Our own commands (result GETs, rate limits, stats) are auto-pipelined: every command
-    // of one event-loop turn leaves in one write, which is most of a cache hit's cost under
-    // load (issue #13). BullMQ gets a connection without it: Bull users saw jobs lose their
-    // data with auto-pipelining (OptimalBits/bull#2276), and its scripts gain nothing.
-    this.redis = new Redis(opts.redisUrl, { ...failFast, enableAutoPipelining: true });
-    this.bullRedis = new Redis(opts.redisUrl, failFast);
+    // No auto-pipelining: it saved socket writes on cache hits but raised the API's peak RSS
+    // under load from ~167 to ~225 MiB (issue #13, docs/decisions/012), and Bull users saw
+    // jobs lose their data with it (OptimalBits/bull#2276).
+    this.redis = new Redis(opts.redisUrl, failFast);
     // Without a listener ioredis prints every failed reconnect; readiness reports the state.
     this.redis.on("error", () => undefined);
-    this.bullRedis.on("error", () => undefined);
     this.redis.once("ready", () => {
       this.wasReady = true;
     });
     this.queue = new Queue<BuildJobData>(QUEUE_NAME, {
-      connection: this.bullRedis,
+      connection: this.redis,
       prefix: opts.prefix,
     });
     this.queue.on("error", () => undefined);
@@ -79,7 +73,7 @@ export class BuildQueue {
 
   /** Whether the request-path connection is up (readiness, and the fast 503). */
   get available(): boolean {
-    return this.redis.status === "ready" && this.bullRedis.status === "ready";
+    return this.redis.status === "ready";
   }
 
   /**
@@ -346,10 +340,9 @@ export class BuildQueue {
     this.disconnect();
   }
 
-  /** Drops both connections at once (close() did not finish in time). */
+  /** Drops the connection at once (close() did not finish in time). */
   disconnect(): void {
     this.redis.disconnect();
-    this.bullRedis.disconnect();
   }
 }
 
