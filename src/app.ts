@@ -139,14 +139,13 @@ export async function collectGarbageOnce(config: AsuConfig): Promise<StoreGcRepo
 
 /** The one place where config, clients, services and the Fastify app are created and wired. */
 export async function startServer(config: AsuConfig, opts: StartOptions): Promise<RunningServer> {
-  // Buffered stdout: a write per log line (access lines included) cost a cache hit more
-  // than its Redis GET (issue #13). Lines go out in 4 KiB writes, or within a second, and
-  // at exit. Synchronous writes keep the buffer bounded: an asynchronous destination grew
-  // the API's RSS by 80 MB under load (docs/decisions/012).
+  const logger = pino({ level: opts.quiet ? "silent" : config.log_level });
+  // Access lines go to stdout in 4 KiB synchronous writes, or within a second, and at exit:
+  // a write per line cost a cache hit more than its Redis GET (issue #13). Other log lines
+  // stay unbuffered (tests and operators wait on them). docs/decisions/012.
   const logStream = opts.quiet ? undefined : pino.destination({ dest: 1, sync: true, minLength: 4096 });
   const logFlushTimer = logStream ? setInterval(() => logStream.flush(), 1000).unref() : undefined;
   if (logStream) process.once("exit", () => logStream.flushSync());
-  const logger = opts.quiet ? pino({ level: "silent" }) : pino({ level: config.log_level }, logStream);
   const redis = opts.embeddedRedis
     ? await resolveRedis({
         ...(config.redis_url ? { redisUrl: config.redis_url } : {}),
