@@ -457,3 +457,14 @@ describe("store_backend and the s3_* keys", () => {
     );
   });
 });
+
+describe("upstream_cache_max_bytes (issue #13)", () => {
+  it("defaults to 256 MiB, is read from the environment and refuses less than 1 MiB", () => {
+    const dir = tempDir();
+    expect(loadConfig({ cwd: dir, env: {} }).upstream_cache_max_bytes).toBe(256 * 1024 * 1024);
+    const env = { UPSTREAM_CACHE_MAX_BYTES: "67108864" };
+    expect(loadConfig({ cwd: dir, env }).upstream_cache_max_bytes).toBe(64 * 1024 * 1024);
+    const problems = problemsOf(() => loadConfig({ cwd: dir, env: { UPSTREAM_CACHE_MAX_BYTES: "1000" } }));
+    expect(problems.join("\n")).toMatch(/upstream_cache_max_bytes/);
+  });
+});

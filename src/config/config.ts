@@ -108,6 +108,8 @@ export const RawConfigSchema = Type.Object(
     max_log_bytes: withDefault(Type.Integer({ minimum: 1024 }), 4 * 1024 * 1024),
     /** Disk budget for the store; 0 = none (expired builds are still removed). */
     store_max_bytes: withDefault(Type.Integer({ minimum: 0 }), 0),
+    /** Bytes of upstream documents (indexes, profiles) kept in memory; the least recently fetched go first. */
+    upstream_cache_max_bytes: withDefault(Type.Integer({ minimum: 1024 * 1024 }), 256 * 1024 * 1024),
     /** Prefix of every Redis key, so several servers can share one Redis. */
     redis_prefix: withDefault(Type.String({ pattern: "^[\\w.-]+$" }), "asu"),
     /** A worker that stops renewing a build's lock this long is presumed dead; another takes the build over. */

@@ -14,7 +14,7 @@ import { AsuError, OverloadedError } from "../shared/errors.js";
 export interface BuildReply {
   status: number;
   body: string | Record<string, unknown>;
-  headers: Record<string, string>;
+  headers: Readonly<Record<string, string>>;
 }
 
 export interface BuildServiceDeps {
@@ -134,12 +134,12 @@ export function resultTtl(request: NormalizedRequest, config: AsuConfig): number
   return pinned ? config.build_ttl : config.build_ttl_unversioned;
 }
 
+const DONE_HEADERS = Object.freeze({ "X-Imagebuilder-Status": "done", "X-Queue-Position": "0" });
+const FAILED_HEADERS = Object.freeze({ "X-Imagebuilder-Status": "failed", "X-Queue-Position": "0" });
+
+/** A stored result goes out as stored: no parse, no serialisation (docs/decisions/001). */
 function storedReply(status: number, body: string): BuildReply {
-  return {
-    status,
-    body,
-    headers: { "X-Imagebuilder-Status": status === 200 ? "done" : "failed", "X-Queue-Position": "0" },
-  };
+  return { status, body, headers: status === 200 ? DONE_HEADERS : FAILED_HEADERS };
 }
 
 function progressReply(hash: string, status: Exclude<JobStatus, { state: "unknown" }>): BuildReply {

@@ -62,12 +62,16 @@ export class BuildQueue {
     // queue, one retry, and a command timeout for a Redis that accepts but does not answer.
     // It never blocks, so BullMQ accepts it for a Queue (only Worker connections need
     // maxRetriesPerRequest: null). ioredis keeps reconnecting in the background.
-    this.redis = new Redis(opts.redisUrl, {
+    const failFast = {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
       commandTimeout: this.commandTimeoutMs,
-      retryStrategy: (times) => Math.min(times * 200, 2000),
-    });
+      retryStrategy: (times: number) => Math.min(times * 200, 2000),
+    };
+    // No auto-pipelining: it saved socket writes on cache hits but raised the API's peak RSS
+    // under load from ~167 to ~225 MiB (issue #13, docs/decisions/012), and Bull users saw
+    // jobs lose their data with it (OptimalBits/bull#2276).
+    this.redis = new Redis(opts.redisUrl, failFast);
     // Without a listener ioredis prints every failed reconnect; readiness reports the state.
     this.redis.on("error", () => undefined);
     this.redis.once("ready", () => {
@@ -146,9 +150,22 @@ export class BuildQueue {
    * so a cache hit can be answered without parsing the body.
    */
   async getResult(hash: string): Promise<StoredResult | undefined> {
-    const raw = await this.guard(() => this.redis.get(this.resultKey(hash)));
+    const raw = await this.command(() => this.redis.get(this.resultKey(hash)));
     if (raw === null) return undefined;
     return { status: Number(raw.slice(0, 3)), body: raw.slice(3) };
+  }
+
+  /**
+   * guard() for one plain ioredis command, without its timer on the hot path (a cache hit):
+   * on a ready connection ioredis's own commandTimeout bounds the call.
+   */
+  private async command<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.redis.status !== "ready") return this.guard(fn);
+    try {
+      return await fn();
+    } catch (err) {
+      throw isRedisConnectionError(err) ? new QueueUnavailableError(err) : err;
+    }
   }
 
   async setResult(hash: string, status: number, body: string, ttlSeconds: number): Promise<void> {
@@ -366,11 +383,16 @@ export class BuildQueue {
       // Never connected: BullMQ's pending first-connection wait rejects once the socket
       // ends; it must end while the queue still listens for errors, or the rejection is
       // unhandled.
-      this.redis.disconnect();
+      this.disconnect();
       await this.queue.close();
       return;
     }
     await this.queue.close();
+    this.disconnect();
+  }
+
+  /** Drops the connection at once (close() did not finish in time). */
+  disconnect(): void {
     this.redis.disconnect();
   }
 }

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
+import { once } from "node:events";
 import { Redis } from "ioredis";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
 import { Stats } from "./stats.js";
 
 const redis = new Redis(process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379");
@@ -53,5 +54,78 @@ describe("Stats", () => {
     expect(await redis.ttl(`${prefix}:metrics:active:host-a-101`)).toBeGreaterThan(0);
     await redis.del(`${prefix}:metrics:active:host-b-202`);
     expect(await api.metricsText()).not.toContain("host-b-202");
+  });
+});
+
+describe("Stats request counters (issue #13: no Redis write on a cache hit)", () => {
+  afterEach(() => {
+    vi.useRealTimers();
+    vi.restoreAllMocks();
+  });
+
+  const today = async (p: string) =>
+    ((await new Stats(redis, p, async () => 0).summary()) as { today: { requests: Record<string, number> } })
+      .today.requests;
+
+  it("counts in memory and writes every count in one pipeline, which another process's stats show", async () => {
+    const p = `${prefix}-count`;
+    const api = new Stats(redis, p, async () => 0);
+    const hincrby = vi.spyOn(redis, "hincrby");
+    const pipeline = vi.spyOn(redis, "pipeline");
+    for (let i = 0; i < 500; i++) api.countRequest("request");
+    for (let i = 0; i < 499; i++) api.countRequest("cache_hit");
+    api.countRequest("enqueued");
+    expect(hincrby).not.toHaveBeenCalled();
+    expect(pipeline).not.toHaveBeenCalled();
+    await api.flushRequests();
+    expect(pipeline).toHaveBeenCalledTimes(1);
+    expect(await today(p)).toEqual({ request: 500, cache_hit: 499, enqueued: 1 });
+    expect(await api.metricsText()).toContain('asu_build_requests_total{event="cache_hit"} 499');
+    await api.close();
+  });
+
+  it("flushes by itself a second after the first count", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    const p = `${prefix}-timer`;
+    const api = new Stats(redis, p, async () => 0);
+    const flush = vi.spyOn(api, "flushRequests");
+    api.countRequest("request");
+    api.countRequest("request");
+    vi.advanceTimersByTime(999);
+    expect(flush).not.toHaveBeenCalled();
+    vi.advanceTimersByTime(1);
+    expect(flush).toHaveBeenCalledTimes(1);
+    await flush.mock.results[0]?.value;
+    vi.useRealTimers();
+    expect(await today(p)).toEqual({ request: 2 });
+    await api.close();
+  });
+
+  it("writes the counts still in memory at close (shutdown)", async () => {
+    const p = `${prefix}-close`;
+    const api = new Stats(redis, p, async () => 0);
+    api.countRequest("request");
+    api.countRequest("rate_limited");
+    await api.close();
+    expect(await today(p)).toEqual({ request: 1, rate_limited: 1 });
+  });
+
+  it("keeps counts a failed write could not deliver for the next flush (Redis away)", async () => {
+    const p = `${prefix}-outage`;
+    const offline = new Redis(process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379", {
+      enableOfflineQueue: false,
+    });
+    await once(offline, "ready");
+    const ended = once(offline, "end");
+    offline.disconnect();
+    await ended;
+    const api = new Stats(offline, p, async () => 0);
+    api.countRequest("request");
+    await expect(api.flushRequests()).rejects.toThrow();
+    api.countRequest("request");
+    await offline.connect();
+    await api.close();
+    offline.disconnect();
+    expect(await today(p)).toEqual({ request: 2 });
   });
 });

@@ -21,6 +21,8 @@ const DURATION_BUCKETS = [1, 5, 10, 30, 60, 120, 300, 600];
 /** A worker refreshes its active-builds gauge more often than this (build-worker.ts). */
 export const ACTIVE_TTL_SECONDS = 60;
 const OVERHEAD_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 5];
+/** Request counts reach Redis this long after the first one counted (issue #13). */
+const REQUEST_FLUSH_MS = 1000;
 
 /** Build metrics kept in Redis so the API's /metrics covers every worker (decision 006). */
 const CLUSTER_HISTOGRAMS = {
@@ -43,6 +45,9 @@ export class Stats {
   private readonly queueLength: Gauge;
   /** Per-day history for /api/v1/builds-per-day and the other stats endpoints. */
   readonly history: BuildHistory;
+  /** Request counts not yet written to Redis (see countRequest). */
+  private readonly pendingRequests = new Map<RequestEvent, number>();
+  private flushTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly redis: Redis,
@@ -73,9 +78,50 @@ export class Stats {
     return new Date().toISOString().slice(0, 10);
   }
 
+  /**
+   * Counts a build request event. The hot path of a cache hit: no Redis write here; counts
+   * wait in memory and go out in one pipeline within a second (issue #13), and at close().
+   */
   countRequest(event: RequestEvent): void {
-    this.requests.inc({ event });
-    this.redis.hincrby(`${this.prefix}:stats:requests:${this.day()}`, event, 1).catch(this.onError);
+    this.requests.labels(event).inc();
+    this.pendingRequests.set(event, (this.pendingRequests.get(event) ?? 0) + 1);
+    if (this.flushTimer === undefined) {
+      this.flushTimer = setTimeout(() => {
+        this.flushTimer = undefined;
+        this.flushRequests().catch(this.onError);
+      }, REQUEST_FLUSH_MS);
+      this.flushTimer.unref();
+    }
+  }
+
+  /**
+   * Adds the counts waiting in memory to today's Redis hash, which every process's
+   * /api/v1/stats reads. Counts a failed write could not deliver wait for the next flush.
+   */
+  async flushRequests(): Promise<void> {
+    if (this.pendingRequests.size === 0) return;
+    const counts = [...this.pendingRequests];
+    this.pendingRequests.clear();
+    const key = `${this.prefix}:stats:requests:${this.day()}`;
+    const pipeline = this.redis.pipeline();
+    for (const [event, n] of counts) pipeline.hincrby(key, event, n);
+    try {
+      const results = (await pipeline.exec()) ?? [];
+      const failed = results.find(([err]) => err !== null);
+      if (failed) throw failed[0];
+    } catch (err) {
+      for (const [event, n] of counts) {
+        this.pendingRequests.set(event, (this.pendingRequests.get(event) ?? 0) + n);
+      }
+      throw err;
+    }
+  }
+
+  /** Shutdown: writes the counts still in memory. */
+  async close(): Promise<void> {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    await this.flushRequests();
   }
 
   async recordBuild(outcome: BuildOutcome): Promise<void> {
@@ -99,6 +145,8 @@ export class Stats {
   }
 
   async summary(): Promise<Record<string, unknown>> {
+    // This process's latest counts are part of the answer.
+    await this.flushRequests();
     const day = this.day();
     const [requests, builds, versions, targets, queueLength] = await Promise.all([
       this.redis.hgetall(`${this.prefix}:stats:requests:${day}`),

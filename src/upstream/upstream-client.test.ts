@@ -136,6 +136,60 @@ describe("UpstreamClient caching", () => {
   });
 });
 
+describe("UpstreamClient memory bound (issue #13)", () => {
+  const p23 = "releases/23.05.4/targets/ath79/generic/packages/Packages";
+  const p24 = "releases/24.10.4/targets/ath79/generic/packages/Packages";
+  const size = (text: string | undefined) => Buffer.byteLength(text ?? "");
+
+  it("drops the least recently fetched documents once their text passes maxBytes", async () => {
+    const sizes = client();
+    const a = size(await sizes.getText(p23));
+    const b = size(await sizes.getText(p24));
+    const v = size(await sizes.getText(".versions.json"));
+    expect(sizes.cachedBytes).toBe(a + b + v);
+    upstream.requests.length = 0;
+
+    // Room for the two indexes, not for the third document as well.
+    const c = client({ maxBytes: a + b + v - 1 });
+    await c.getText(p23);
+    await c.getText(p24);
+    expect(c.cachedDocuments).toBe(2);
+    await c.getText(".versions.json");
+    expect(c.cachedDocuments).toBe(2);
+    expect(c.cachedBytes).toBe(b + v);
+    expect(c.cachedBytes).toBeLessThanOrEqual(a + b + v - 1);
+    // The newer ones are served from memory, the dropped one is fetched again.
+    await c.getText(p24);
+    await c.getText(".versions.json");
+    expect(upstream.count(p24)).toBe(1);
+    expect(upstream.count(".versions.json")).toBe(1);
+    await c.getText(p23);
+    expect(upstream.count(p23)).toBe(2);
+  });
+
+  it("keeps the document just fetched even when it alone is larger than maxBytes", async () => {
+    const c = client({ maxBytes: 10 });
+    await c.getText(".versions.json");
+    expect(c.cachedDocuments).toBe(1);
+    await c.getText(p23);
+    expect(c.cachedDocuments).toBe(1);
+    await c.getText(p23);
+    expect(upstream.count(p23)).toBe(1);
+  });
+
+  it("counts a changed document at its new size", async () => {
+    const c = client({ ttlMs: 60_000 });
+    await c.getVersions();
+    const before = c.cachedBytes;
+    upstream.set(".versions.json", { stable_version: "24.10.5", versions_list: ["24.10.5"] });
+    clock += 60_000;
+    await c.getVersions();
+    expect(c.cachedDocuments).toBe(1);
+    expect(c.cachedBytes).toBe(size(await c.getText(".versions.json")));
+    expect(c.cachedBytes).not.toBe(before);
+  });
+});
+
 describe("UpstreamClient reload on a miss", () => {
   it("forces one revalidation, then rate-limits further forced reloads of that URL", async () => {
     const c = client({ reloadIntervalMs: 10_000 });

@@ -28,6 +28,11 @@ export interface UpstreamClientOptions {
   reloadIntervalMs?: number;
   /** Documents kept in memory before the least recently fetched are dropped; default 2000. */
   maxEntries?: number;
+  /**
+   * Bytes of document text kept in memory before the least recently fetched are dropped;
+   * default 256 MiB (config `upstream_cache_max_bytes`). Parsed forms come on top.
+   */
+  maxBytes?: number;
   /** Clock, for tests. */
   now?: () => number;
   /** Largest document read into memory; default 64 MiB (issue #10: no unbounded memory). */
@@ -61,12 +66,17 @@ async function reloadOnMiss<T>(
   return get({ reload: true });
 }
 
+/** Default bound of the document cache: a few releases' indexes for every target. */
+export const DEFAULT_MAX_CACHE_BYTES = 256 * 1024 * 1024;
+
 /** Feeds every OpenWrt release has; used when `feeds.buildinfo` is missing. */
 export const DEFAULT_FEEDS: readonly string[] = ["base", "luci", "packages", "routing", "telephony"];
 
 interface CacheEntry {
   /** undefined = the server answered 404 (cached too, so misses do not refetch every time). */
   body: string | undefined;
+  /** UTF-8 size of `body`, counted against maxBytes. */
+  bytes: number;
   etag?: string | undefined;
   lastModified?: string | undefined;
   checkedAt: number;
@@ -90,6 +100,8 @@ export class UpstreamClient {
   private readonly maxDocumentBytes: number;
   private readonly reloadIntervalMs: number;
   private readonly maxEntries: number;
+  private readonly maxBytes: number;
+  private cacheBytes = 0;
   private readonly now: () => number;
   private readonly cache = new Map<string, CacheEntry>();
   private readonly inflight = new Map<string, Promise<CacheEntry>>();
@@ -104,6 +116,7 @@ export class UpstreamClient {
     this.maxDocumentBytes = options.maxDocumentBytes ?? 64 * 1024 * 1024;
     this.reloadIntervalMs = options.reloadIntervalMs ?? 10_000;
     this.maxEntries = options.maxEntries ?? 2000;
+    this.maxBytes = options.maxBytes ?? DEFAULT_MAX_CACHE_BYTES;
     this.now = options.now ?? Date.now;
   }
 
@@ -111,6 +124,11 @@ export class UpstreamClient {
   /** Documents held in the cache (readiness reports it; served stale while upstream is down). */
   get cachedDocuments(): number {
     return this.cache.size;
+  }
+
+  /** Bytes of document text held in the cache (at most maxBytes, beside the newest document). */
+  get cachedBytes(): number {
+    return this.cacheBytes;
   }
 
   url(path: string): string {
@@ -388,12 +406,27 @@ export class UpstreamClient {
   }
 
   private store(key: string, entry: CacheEntry): void {
-    this.cache.delete(key);
+    const previous = this.cache.get(key);
+    if (previous) {
+      this.cache.delete(key);
+      this.cacheBytes -= previous.bytes;
+      if (previous !== entry) this.forgetMerged(previous);
+    }
     this.cache.set(key, entry);
-    while (this.cache.size > this.maxEntries) {
-      const oldest = this.cache.keys().next().value;
-      if (oldest === undefined) break;
+    this.cacheBytes += entry.bytes;
+    // Least recently fetched first; the document just fetched stays whatever its size.
+    while (this.cache.size > this.maxEntries || (this.cacheBytes > this.maxBytes && this.cache.size > 1)) {
+      const [oldest, evicted] = this.cache.entries().next().value as [string, CacheEntry];
       this.cache.delete(oldest);
+      this.cacheBytes -= evicted.bytes;
+      this.forgetMerged(evicted);
+    }
+  }
+
+  /** Merged indexes built from a dropped document would keep it alive: drop them too. */
+  private forgetMerged(entry: CacheEntry): void {
+    for (const [key, merged] of this.merged) {
+      if (merged.deps.includes(entry)) this.merged.delete(key);
     }
   }
 
@@ -417,7 +450,7 @@ export class UpstreamClient {
           cached.checkedAt = this.now();
           return cached;
         }
-        return { body: undefined, checkedAt: this.now(), derived: new Map() };
+        return { body: undefined, bytes: 0, checkedAt: this.now(), derived: new Map() };
       }
       if (!response.ok) {
         await response.body?.cancel();
@@ -454,7 +487,9 @@ export class UpstreamClient {
     const lastModified = response.headers.get("last-modified") ?? undefined;
     // Same bytes as before (a server without validators): keep the entry and its parsed forms.
     const entry: CacheEntry =
-      cached && cached.body === body ? cached : { body, checkedAt: 0, derived: new Map<string, unknown>() };
+      cached && cached.body === body
+        ? cached
+        : { body, bytes: Buffer.byteLength(body), checkedAt: 0, derived: new Map<string, unknown>() };
     entry.checkedAt = this.now();
     entry.etag = etag;
     entry.lastModified = lastModified;
