@@ -85,7 +85,7 @@ export class ImageBuilderInstaller {
           try {
             listener(stage);
           } catch (err) {
-            this.options.logger.warn(`onStage callback failed: ${describeError(err)}`);
+            this.options.logger.warn({ err: describeError(err) }, "onStage callback failed");
           }
         }
       };
@@ -115,7 +115,10 @@ export class ImageBuilderInstaller {
     await rm(revision.revDir, { recursive: true, force: true });
 
     const started = performance.now();
-    logger.info(`downloading ImageBuilder ${revision.baseUrl}${archiveName}`);
+    logger.info(
+      { url: `${revision.baseUrl}${archiveName}` },
+      `downloading ImageBuilder ${revision.baseUrl}${archiveName}`,
+    );
     setStage("download_imagebuilder");
     const tmp = await mkdtemp(path.join(keyDir, ".tmp-"));
     try {
@@ -137,11 +140,16 @@ export class ImageBuilderInstaller {
         try {
           await prepare(root);
         } catch (err) {
-          logger.warn(`ImageBuilder ${archiveName} could not be prepared: ${describeError(err)}`);
+          logger.warn(
+            { archive: archiveName, err: describeError(err) },
+            `ImageBuilder ${archiveName} could not be prepared: ${describeError(err)}`,
+          );
           throw err;
         }
+        const prepMs = Math.round(performance.now() - prepStarted);
         logger.info(
-          `ImageBuilder ${archiveName} prepared in ${Math.round(performance.now() - prepStarted)} ms`,
+          { archive: archiveName, ms: prepMs },
+          `ImageBuilder ${archiveName} prepared in ${prepMs} ms`,
         );
       }
       const marker: CompleteMarker = {
@@ -160,11 +168,17 @@ export class ImageBuilderInstaller {
       } catch (err) {
         // Only if our lock was lost (onCompromised) can another process have won the race.
         if ((await readComplete(revision)) === undefined) throw err;
-        logger.warn(`another process unpacked ${archiveName} at the same time; using its tree`);
+        logger.warn(
+          { archive: archiveName },
+          `another process unpacked ${archiveName} at the same time; using its tree`,
+        );
         return;
       }
       const ms = Math.round(performance.now() - started);
-      logger.info(`ImageBuilder ${archiveName} (${bytes} bytes) ready in ${ms} ms at ${revision.revDir}`);
+      logger.info(
+        { archive: archiveName, bytes, ms, dir: revision.revDir },
+        `ImageBuilder ${archiveName} (${bytes} bytes) ready in ${ms} ms at ${revision.revDir}`,
+      );
     } finally {
       await rm(tmp, { recursive: true, force: true });
     }
@@ -293,7 +307,7 @@ export class ImageBuilderInstaller {
       const st = await lstat(file).catch(() => undefined);
       if (st === undefined) continue;
       if (!st.isFile()) {
-        logger.warn(`not rewriting ${name} in the ImageBuilder: it is not a regular file`);
+        logger.warn({ file: name }, `not rewriting ${name} in the ImageBuilder: it is not a regular file`);
         continue;
       }
       const text = await readFile(file, "utf8");

@@ -118,7 +118,7 @@ export class ImageBuilderLeases {
       try {
         await this.gcKey(revision.keyDir);
       } catch (err) {
-        this.options.logger.warn(`ImageBuilder gc after release failed: ${describeError(err)}`);
+        this.options.logger.warn({ err: describeError(err) }, "ImageBuilder gc after release failed");
       }
     };
     return {
@@ -165,10 +165,10 @@ export class ImageBuilderLeases {
     if (!outcome.locked) return [];
     for (const dir of outcome.value.trash) {
       await rm(dir, { recursive: true, force: true }).catch((err: unknown) =>
-        logger.warn(`could not delete ${dir}: ${describeError(err)}`),
+        logger.warn({ dir, err: describeError(err) }, `could not delete ${dir}: ${describeError(err)}`),
       );
     }
-    for (const dir of outcome.value.removed) logger.info(`removed unused ImageBuilder ${dir}`);
+    for (const dir of outcome.value.removed) logger.info({ dir }, `removed unused ImageBuilder ${dir}`);
     return outcome.value.removed;
   }
 
@@ -189,7 +189,7 @@ export class ImageBuilderLeases {
         alive = true;
         continue;
       }
-      this.options.logger.warn(`removing the stale ImageBuilder lease ${file}`);
+      this.options.logger.warn({ file }, `removing the stale ImageBuilder lease ${file}`);
       await rm(file, { force: true });
     }
     return alive;

@@ -85,7 +85,8 @@ export class ImageBuilderManager {
     const locks = new KeyLock({
       staleMs: 30_000,
       pollMs: 200,
-      onCompromised: (lockPath, err) => logger.warn(`lost the lock ${lockPath}.lock: ${err.message}`),
+      onCompromised: (lockPath, err) =>
+        logger.warn({ lock: `${lockPath}.lock`, err: err.message }, `lost the lock ${lockPath}.lock`),
     });
     this.sums = new Sha256sumsSource({
       cacheDir,

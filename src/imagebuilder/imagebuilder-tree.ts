@@ -2,6 +2,7 @@ import { mkdir, readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { ImageBuilderUnavailableError } from "./imagebuilder-errors.js";
 import { LockTimeoutError, type KeyLock } from "./key-lock.js";
+import type { Log } from "../shared/log.js";
 
 /**
  * What the three parts of the ImageBuilder cache share (sha256sums-source.ts,
@@ -13,10 +14,8 @@ import { LockTimeoutError, type KeyLock } from "./key-lock.js";
  * - imagebuilders/<version>/<target_>.lock (proper-lockfile)
  */
 
-export interface ImageBuilderLogger {
-  info(msg: string): void;
-  warn(msg: string): void;
-}
+/** The process logger (structured fields and a message), see src/shared/log.ts. */
+export type ImageBuilderLogger = Log;
 
 /** One ImageBuilder as a signed sha256sums names it. */
 export interface Revision {

@@ -115,6 +115,7 @@ export class Sha256sumsSource {
       }
     } else {
       this.options.logger.warn(
+        { branch: branch.name, url: sumsUrl },
         `branch "${branch.name}" has no pubkey: trusting ${sumsUrl} without a signature check`,
       );
     }

@@ -205,7 +205,7 @@ describe("ImageBuilderManager", () => {
       cacheDir,
       upstreamUrl: upstream.url,
       requireSignatures: false,
-      logger: { info: (m) => infos.push(m), warn: (m) => warnings.push(m) },
+      logger: { info: (_f, m) => infos.push(m), warn: (_f, m) => warnings.push(m) },
       processRunner,
       checkIntervalMs: 0,
       ...over,

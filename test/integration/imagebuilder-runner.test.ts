@@ -484,7 +484,10 @@ describe("build runners", () => {
   describe("createRunner", () => {
     const warnings: string[] = [];
     const infos: string[] = [];
-    const logger = { info: (msg: string) => infos.push(msg), warn: (msg: string) => warnings.push(msg) };
+    const logger = {
+      info: (_f: object, msg: string) => infos.push(msg),
+      warn: (_f: object, msg: string) => warnings.push(msg),
+    };
 
     it("returns the native runner when bubblewrap works, and says which workspaces builds get", async () => {
       const runner = await createRunner(

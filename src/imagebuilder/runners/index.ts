@@ -3,6 +3,7 @@ import { ConfigError } from "../../shared/errors.js";
 import type { ProcessRunner, RunResult } from "../process-runner.js";
 import { NativeRunner } from "./native-runner.js";
 import { UnsandboxedRunner } from "./unsandboxed-runner.js";
+import type { Log } from "../../shared/log.js";
 
 /**
  * The runner seam (issue #15, item 1): the one interface the worker's pipeline builds
@@ -106,10 +107,8 @@ export interface BuildRunner {
   run(ws: Workspace, opts: RunnerRunOptions): Promise<RunResult>;
 }
 
-export interface RunnerLogger {
-  info(msg: string): void;
-  warn(msg: string): void;
-}
+/** The process logger (structured fields and a message), see src/shared/log.ts. */
+export type RunnerLogger = Log;
 
 export interface CreateRunnerOptions {
   /** See defaultHiddenPaths. */
@@ -155,6 +154,7 @@ export async function createRunner(
   if (check.ok) {
     const { mode, reason } = await native.workspaces(config.cache_path);
     opts.logger.info(
+      { workspaces: mode, ...(reason !== undefined ? { reason } : {}) },
       mode === "overlay"
         ? "build runner: bubblewrap sandbox; workspaces are overlays over the shared ImageBuilder (constant cost per build)"
         : `build runner: bubblewrap sandbox; workspaces are copies, so each build copies the writable parts of its ImageBuilder (overlays need root and a cache_path on a filesystem overlayfs accepts: ${reason ?? "not tried"})`,
@@ -169,6 +169,7 @@ export async function createRunner(
     ]);
   }
   opts.logger.warn(
+    { sandbox: false, reason: check.reason },
     `bubblewrap sandbox unavailable (${check.reason}); allow_unsandboxed is set, so builds run WITHOUT a sandbox ` +
       "and can read the server's files and write wherever this user can",
   );
