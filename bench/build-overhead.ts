@@ -18,7 +18,8 @@
  *     seen, polling every 20 ms) minus the time `make` ran, as medians over the warm builds.
  * Needs Redis on 127.0.0.1:6379 (or TEST_REDIS_URL) and bubblewrap.
  */
-import { readdir, stat } from "node:fs/promises";
+import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { ensureRealisticTree } from "../fixtures/realistic-imagebuilder.js";
 import { ensureRealTools } from "../fixtures/real-tools/real-tools.js";
@@ -41,8 +42,19 @@ const extras = realTools
 // Each warm build asks for a different package set, so none is a cache hit.
 const warmCount = Math.min(extras.length, Number(args[0] ?? 8));
 
+const cleanups: (() => Promise<void>)[] = [];
+
 async function start(): Promise<Stack> {
-  if (!realTools) return startStack({ overrides: { workers: 1 } });
+  if (!realTools) {
+    // The fast mirror is generated once per vitest run, in the folder vitest's global setup
+    // names (test/support/fast-mirror.ts); outside vitest the bench names its own.
+    if (!process.env.ASU_FAST_MIRROR_DIR) {
+      const dir = await mkdtemp(path.join(tmpdir(), "asu-fast-mirror-"));
+      process.env.ASU_FAST_MIRROR_DIR = dir;
+      cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    }
+    return startStack({ overrides: { workers: 1 } });
+  }
   process.env.ASU_REAL_TOOLS_DIR = (await ensureRealTools()).hostDir;
   const mirror = await startRealToolsMirror();
   return { mirror, api: await startTestServer(mirror, { overrides: { workers: 1 } }) };
@@ -152,6 +164,7 @@ async function main(): Promise<void> {
     );
   } finally {
     await stopStack(stack);
+    for (const cleanup of cleanups) await cleanup();
   }
 }
 
