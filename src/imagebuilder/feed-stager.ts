@@ -2,6 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { link, lstat, mkdir, readFile, rename, rm, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { performance } from "node:perf_hooks";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { gunzipSync } from "node:zlib";
@@ -52,6 +53,8 @@ export interface StageResult {
   packages: number;
   downloaded: number;
   downloadedBytes: number;
+  /** Milliseconds per part: fetching and reading indexes, the closure, package files, feed list. */
+  timings: { indexes: number; closure: number; packages: number; feed_list: number };
 }
 
 export interface FeedStagerOptions {
@@ -157,6 +160,13 @@ export class FeedStager {
     wanted: string[],
     opts: { dumpApkIndex: (file: string) => Promise<string>; customUrls?: Set<string>; signal?: AbortSignal },
   ): Promise<StageResult> {
+    let mark = performance.now();
+    const lap = (): number => {
+      const now = performance.now();
+      const ms = now - mark;
+      mark = now;
+      return ms;
+    };
     const fetched: FetchedFeed[] = [];
     for (const [i, feed] of list.remote.entries()) {
       const dir = path.join(ws.feedsDir, String(i));
@@ -168,6 +178,7 @@ export class FeedStager {
         throw feedError(feed, custom, err);
       }
     }
+    const indexes = lap();
     const candidates: Candidate[] = fetched.flatMap((f) => f.packages.map((p) => ({ ...p, feed: f })));
     let selected: Candidate[];
     try {
@@ -175,6 +186,7 @@ export class FeedStager {
     } catch (err) {
       throw new BuildError(`Error: ${(err as Error).message}. Request fewer packages.`, { userFault: true });
     }
+    const closure = lap();
     let downloaded = 0;
     let downloadedBytes = 0;
     await mapLimit(selected, this.concurrency, async (pkg) => {
@@ -190,8 +202,15 @@ export class FeedStager {
         throw feedError(pkg.feed.feed, custom, err, pkg.filename);
       }
     });
+    const packages = lap();
     await this.rewriteFeedList(list, fetched);
-    return { feeds: fetched.length, packages: selected.length, downloaded, downloadedBytes };
+    return {
+      feeds: fetched.length,
+      packages: selected.length,
+      downloaded,
+      downloadedBytes,
+      timings: { indexes, closure, packages, feed_list: lap() },
+    };
   }
 
   private async fetchIndex(

@@ -18,6 +18,7 @@ import {
   type OpenedFile,
 } from "../shared/safe-fs.js";
 import { StoreIntegrityError, type StoreFile } from "../store/local-store.js";
+import { SpanClock } from "./build-spans.js";
 import { applyCustomRepositories } from "./custom-repositories.js";
 import { checkRevision, ImageBuilderBehindError } from "./revision-check.js";
 import {
@@ -110,6 +111,8 @@ export interface PipelineResult {
   makeMs: number;
   /** Milliseconds spent getting the ImageBuilder (download and unpack, when needed). */
   imagebuilderMs: number;
+  /** Where the time went, step by step (build-spans.ts); the worker adds its own steps. */
+  spans: SpanClock;
 }
 
 interface ProfileImage {
@@ -191,11 +194,13 @@ async function buildSteps(
   const req = job.request;
   const branch = branchFor(config, req.version);
   const started = Date.now();
+  const clock = new SpanClock();
   let makeMs = 0;
   const stageUpdates: Promise<void>[] = [];
   const stage = async (name: BuildStage): Promise<void> => {
     signal.throwIfAborted();
     await setStage(name);
+    clock.lap("stages");
   };
 
   if (req.defaults && !config.allow_defaults) {
@@ -223,11 +228,14 @@ async function buildSteps(
       },
       ...(refresh ? { refresh } : {}),
     });
+    clock.lap("imagebuilder");
     try {
       await Promise.all(stageUpdates);
+      clock.lap("stages");
       signal.throwIfAborted();
       const imagebuilderMs = Date.now() - started - makeMs;
       const ws = await deps.runner.createWorkspace(lease.root, {});
+      clock.lap("workspace");
       try {
         signal.throwIfAborted();
         const result = await buildInWorkspace(ws, lease.root, refresh);
@@ -236,12 +244,14 @@ async function buildSteps(
           make_ms: makeMs,
           total_ms: Date.now() - started,
         };
-        return { ...result, makeMs, imagebuilderMs };
+        return { ...result, makeMs, imagebuilderMs, spans: clock };
       } finally {
         await ws.dispose().catch(() => undefined);
+        clock.lap("dispose");
       }
     } finally {
       await lease.release().catch(() => undefined);
+      clock.lap("release");
     }
   }
 
@@ -270,6 +280,7 @@ async function buildSteps(
         ...(onOutputLine ? { onLine: (stream, line) => onOutputLine(stream, scrub(line)) } : {}),
       });
       makeMs += result.durationMs;
+      clock.lap(`make_${args[0] ?? ""}`);
       signal.throwIfAborted();
       if (result.timedOut) {
         throw new BuildError(`Error: Build timed out after ${config.job_timeout} s and was stopped.`, {
@@ -291,6 +302,7 @@ async function buildSteps(
     }
     // Read before the build first runs: from here on the workspace is the build's to change.
     const feedList = deps.feeds ? await readFeedList(ws) : undefined;
+    clock.lap("prepare");
 
     await stage("validate_revision");
     const infoRun = await make(["info"]);
@@ -313,9 +325,10 @@ async function buildSteps(
       : requested;
 
     const failureContext = { customRepositories: Object.keys(req.repositories).length > 0 };
+    clock.lap("packages");
     await stage("validate_manifest");
     if (deps.feeds && feedList) {
-      await deps.feeds.stage(
+      const staged = await deps.feeds.stage(
         ws,
         feedList,
         [
@@ -344,6 +357,10 @@ async function buildSteps(
           signal,
         },
       );
+      clock.lap("feeds");
+      const parts = isRecord(staged) && isRecord(staged.timings) ? staged.timings : {};
+      for (const [name, ms] of Object.entries(parts))
+        if (typeof ms === "number") clock.add(`feeds.${name}`, ms);
     }
     const manifestRun = await make([
       "manifest",
@@ -412,6 +429,7 @@ async function buildSteps(
       imageArgs.push(`ROOTFS_FILESYSTEM=${req.filesystem}`);
     }
     if (req.defaults) imageArgs.push(`FILES=${ws.filesDir}`);
+    clock.lap("manifest_check");
 
     await stage("building_image");
     const imageRun = await make(imageArgs);
@@ -518,6 +536,7 @@ async function buildSteps(
           .join(""),
       });
 
+      clock.lap("outputs");
       if (deps.signer) {
         await stage("signing_images");
         for (const image of describedImages) {
@@ -564,6 +583,7 @@ async function buildSteps(
         }
       }
 
+      clock.lap("sign");
       signal.throwIfAborted();
       try {
         await deps.storeFiles(hash, files, signal);
@@ -577,6 +597,7 @@ async function buildSteps(
     } finally {
       for (const file of opened) await file.handle.close().catch(() => undefined);
     }
+    clock.lap("store");
 
     const { profiles: _profiles, ...targetFacts } = output;
     void _profiles;

@@ -5,6 +5,7 @@ import { UnrecoverableError, type BuildJobContext, type BuildQueue } from "../qu
 import type { BuildJobData } from "../queue/build-job.js";
 import { AsuError, BuildError, isRetryable, isUserFault } from "../shared/errors.js";
 import { ACTIVE_TTL_SECONDS, type Stats } from "../stats/stats.js";
+import { publishBuildSpans } from "./build-spans.js";
 import { DEFAULT_LIMITS, runBuildPipeline, tail, type PipelineDeps } from "./build-pipeline.js";
 import { checkJob } from "./job-check.js";
 import { STALE_REVISION_TTL_SECONDS, StaleRevisionError } from "./revision-check.js";
@@ -86,8 +87,12 @@ export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): P
       ? { ...deps, onOutputLine: (s: "stdout" | "stderr", l: string) => log(s, l) }
       : deps;
     const result = await runBuildPipeline(job.id, job.data, pipelineDeps, job.setStage);
+    const clock = result.spans;
+    clock.lap("worker");
     await queue.setResult(job.id, 200, JSON.stringify(result.body), job.data.result_ttl);
+    clock.lap("set_result");
     await job.setStage("done");
+    clock.lap("stage_done");
     const durationMs = Date.now() - started;
     logger.info(
       { ...facts, durationMs, makeMs: result.makeMs, imagebuilderMs: result.imagebuilderMs },
@@ -100,6 +105,9 @@ export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): P
       durationMs: durationMs - result.imagebuilderMs,
       makeMs: result.makeMs,
     });
+    clock.lap("stats");
+    // From the POST that queued it to the worker's start: API, queue and pickup.
+    publishBuildSpans({ hash: job.id, spans: { queued: started - job.data.enqueued_at, ...clock.spans } });
   } catch (err) {
     // Decided by the error's type (AsuError.userFault, .retryable): bad signatures, tampered
     // archives and timeouts fail the same way on every attempt.
