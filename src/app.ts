@@ -18,6 +18,7 @@ import type { Store } from "./store/store.js";
 import { collectStoreGarbage, type StoreGcReport } from "./store/store-gc.js";
 import { Catalog } from "./upstream/catalog.js";
 import { UpstreamClient } from "./upstream/upstream-client.js";
+import { BackgroundTasks } from "./worker/background-tasks.js";
 import { startBuildWorker } from "./worker/build-worker.js";
 import { UsignImageSigner } from "./worker/image-signer.js";
 
@@ -167,6 +168,7 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
   const catalog = new Catalog(config, upstream);
 
   let worker: Worker<BuildJobData> | undefined;
+  let background: BackgroundTasks | undefined;
   let processRunner: ProcessRunner | undefined;
   let gcTimer: NodeJS.Timeout | undefined;
   let shuttingDown = false;
@@ -212,11 +214,13 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
         return lease;
       },
     };
+    background = new BackgroundTasks();
     worker = startBuildWorker({
       config,
       queue,
       stats,
       logger,
+      background,
       imagebuilders: countedImagebuilders,
       runner,
       feeds: new FeedStager({ cacheDir: path.join(config.cache_path, "packages") }),
@@ -268,6 +272,14 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
     }
     // Idle or not, what is left gets a fixed grace: at most shutdown_timeout + 3.5 s in all.
     const graceEnd = Date.now() + CLOSE_GRACE_MS;
+    // Finished builds remove their workspaces after answering (issue #13): none is left half
+    // removed, unless that takes past the deadline and the grace.
+    if (background && !(await background.idle(Math.max(deadline, graceEnd) - Date.now()))) {
+      logger.warn(
+        { tasks: background.size },
+        "workspaces of finished builds were still being removed at shutdown",
+      );
+    }
     // With Redis away BullMQ's close can wait for a reconnect that never comes.
     if (!(await within(workerClosed, graceEnd - Date.now()))) void worker?.close(true).catch(() => undefined);
     await within(appClosed, graceEnd - Date.now());

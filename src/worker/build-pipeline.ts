@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
+import { performance } from "node:perf_hooks";
 import type { AsuConfig, BranchConfig } from "../config/config.js";
 import type { RunResult } from "../imagebuilder/process-runner.js";
 import type { BuildRunner, ImageBuilderSource, Workspace } from "../imagebuilder/runners/index.js";
@@ -113,6 +114,12 @@ export interface PipelineResult {
   imagebuilderMs: number;
   /** Where the time went, step by step (build-spans.ts); the worker adds its own steps. */
   spans: SpanClock;
+  /**
+   * Removes the build's workspace and gives its ImageBuilder back. Not started yet: the worker
+   * runs it once the result is stored, so the client does not wait for it (issue #13). Rejects
+   * when the workspace could not be removed (the ImageBuilder is given back all the same).
+   */
+  cleanup(): Promise<void>;
 }
 
 interface ProfileImage {
@@ -166,13 +173,17 @@ export async function runBuildPipeline(
     }, timeoutMs);
   });
   const work = buildSteps(hash, job, deps, setStage, controller.signal, Date.now() + timeoutMs);
+  let delivered = false;
   try {
-    return await Promise.race([work, timedOut]);
+    const result = await Promise.race([work, timedOut]);
+    delivered = true;
+    return result;
   } finally {
     clearTimeout(timer);
     controller.abort();
-    // After a timeout the steps end on their own (aborted); nobody waits for them.
-    work.catch(() => undefined);
+    // After a timeout the steps end on their own (aborted); nobody waits for them. Steps that
+    // still succeeded leave a workspace that no caller will clean up: it goes here.
+    if (!delivered) work.then((r) => r.cleanup()).catch(() => undefined);
   }
 }
 
@@ -229,6 +240,8 @@ async function buildSteps(
       ...(refresh ? { refresh } : {}),
     });
     clock.lap("imagebuilder");
+    // Set once the result holds the cleanup: from then on the worker removes the workspace.
+    let handedOver = false;
     try {
       await Promise.all(stageUpdates);
       clock.lap("stages");
@@ -244,14 +257,27 @@ async function buildSteps(
           make_ms: makeMs,
           total_ms: Date.now() - started,
         };
-        return { ...result, makeMs, imagebuilderMs, spans: clock };
+        let cleaning: Promise<void> | undefined;
+        const cleanup = (): Promise<void> =>
+          (cleaning ??= (async () => {
+            // Timed on their own: this runs while the worker reports the result.
+            const t0 = performance.now();
+            try {
+              await ws.dispose();
+            } finally {
+              const t1 = performance.now();
+              clock.add("dispose", t1 - t0);
+              await lease.release().catch(() => undefined);
+              clock.add("release", performance.now() - t1);
+            }
+          })());
+        handedOver = true;
+        return { ...result, makeMs, imagebuilderMs, spans: clock, cleanup };
       } finally {
-        await ws.dispose().catch(() => undefined);
-        clock.lap("dispose");
+        if (!handedOver) await ws.dispose().catch(() => undefined);
       }
     } finally {
-      await lease.release().catch(() => undefined);
-      clock.lap("release");
+      if (!handedOver) await lease.release().catch(() => undefined);
     }
   }
 
