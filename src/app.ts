@@ -20,6 +20,7 @@ import { Catalog } from "./upstream/catalog.js";
 import { UpstreamClient } from "./upstream/upstream-client.js";
 import { BackgroundTasks } from "./worker/background-tasks.js";
 import { startBuildWorker } from "./worker/build-worker.js";
+import { MakeInfoCache } from "./worker/make-info-cache.js";
 import { UsignImageSigner } from "./worker/image-signer.js";
 
 export type Role = "all" | "api" | "worker";
@@ -224,6 +225,7 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
       imagebuilders: countedImagebuilders,
       runner,
       feeds: new FeedStager({ cacheDir: path.join(config.cache_path, "packages") }),
+      makeInfoCache: new MakeInfoCache(),
       storeFiles: (hash, files) => store.put(hash, files),
       ...(config.signing_key ? { signer: createImageSigner(config, processRunner, logger) } : {}),
     });

@@ -21,6 +21,7 @@ import {
 import { StoreIntegrityError, type StoreFile } from "../store/local-store.js";
 import { SpanClock } from "./build-spans.js";
 import { applyCustomRepositories } from "./custom-repositories.js";
+import { treeKey, type CachedMakeInfo, type MakeInfoCache } from "./make-info-cache.js";
 import { checkRevision, ImageBuilderBehindError } from "./revision-check.js";
 import {
   describePackageFailure,
@@ -92,6 +93,8 @@ export interface PipelineDeps {
   runner: BuildRunner;
   /** Stages the packages a build needs; builds have no network (docs/decisions/005). */
   feeds?: PackageFeeds;
+  /** `make info` per ImageBuilder tree, so that a build runs make twice, not three times. */
+  makeInfoCache?: MakeInfoCache;
   /**
    * Publishes finished files under the request hash: images from their open descriptors
    * (checking size and sha256 while copying), the manifest and signatures as data.
@@ -291,7 +294,7 @@ async function buildSteps(
       [ws.root, "/builder"],
       [imagebuilderRoot, "/builder/ib"],
     ]);
-    const logsOf = (r: RunResult): Logs => ({
+    const logsOf = (r: Logs): Logs => ({
       stdout: tail(scrub(r.stdout), limits.outputTailBytes),
       stderr: tail(scrub(r.stderr), limits.outputTailBytes),
     });
@@ -331,15 +334,27 @@ async function buildSteps(
     clock.lap("prepare");
 
     await stage("validate_revision");
-    const infoRun = await make(["info"]);
-    if (infoRun.code !== 0) {
-      throw new BuildError("Error: The ImageBuilder could not list its profiles (make info failed).", {
-        userFault: false,
-        ...logsOf(infoRun),
-      });
-    }
-    const info = parseMakeInfo(infoRun.stdout);
+    const infoRun = await makeInfo();
+    const { info } = infoRun;
     checkRevision(info.revision, job, refreshed, logsOf(infoRun));
+
+    async function makeInfo(): Promise<CachedMakeInfo> {
+      const cache = deps.makeInfoCache;
+      const key = cache ? await treeKey(imagebuilderRoot) : undefined;
+      const cached = key !== undefined ? cache?.get(key) : undefined;
+      if (cached) return cached;
+      const run = await make(["info"]);
+      if (run.code !== 0) {
+        throw new BuildError("Error: The ImageBuilder could not list its profiles (make info failed).", {
+          userFault: false,
+          ...logsOf(run),
+        });
+      }
+      const fresh = { info: parseMakeInfo(run.stdout), stdout: scrub(run.stdout), stderr: scrub(run.stderr) };
+      // Only what the tree alone printed: custom repositories change the workspace's feed list.
+      if (key !== undefined && Object.keys(req.repositories).length === 0) cache?.set(key, fresh);
+      return fresh;
+    }
 
     const requested = applyPackageChanges(req.packages, {
       version: req.version,
