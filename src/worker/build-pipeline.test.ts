@@ -253,6 +253,56 @@ describe("runBuildPipeline", () => {
     await vi.waitFor(() => expect(t.imagebuilders.released).toBe(1));
   });
 
+  it("does not wait for stage updates to reach Redis, but reports them in order before it ends", async () => {
+    const t = setup();
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const reported: BuildStage[] = [];
+    let finished = false;
+    const outcome = runBuildPipeline(
+      HASH,
+      fakeJob({ profile: FAKE_PROFILE }),
+      { config, runner: t.runner, imagebuilders: t.imagebuilders, storeFiles: t.store.storeFiles },
+      async (s) => {
+        await gate;
+        reported.push(s);
+      },
+    ).then((r) => {
+      finished = true;
+      return r;
+    });
+    // The first update is still on its way, and make image has started all the same.
+    await t.runner.started("image");
+    expect(reported).toEqual([]);
+    expect(finished).toBe(false);
+    open();
+    await (await outcome).cleanup();
+    expect(reported).toEqual([
+      "init",
+      "validate_revision",
+      "validate_manifest",
+      "calculate_packages_hash",
+      "building_image",
+    ]);
+  });
+
+  it("fails the build when a stage update fails, and cleans up", async () => {
+    const t = setup();
+    const err = await runBuildPipeline(
+      HASH,
+      fakeJob({ profile: FAKE_PROFILE }),
+      { config, runner: t.runner, imagebuilders: t.imagebuilders, storeFiles: t.store.storeFiles },
+      async (s) => {
+        if (s === "validate_manifest") throw new Error("Redis went away");
+      },
+    ).catch((e: unknown) => e);
+    expect((err as Error).message).toBe("Redis went away");
+    expect(t.runner.workspaces.map((w) => w.disposed)).toEqual([true]);
+    expect(t.imagebuilders.released).toBe(1);
+  });
+
   it("fails a store that cannot take the files as the server's fault", async () => {
     const t = setup();
     t.store.fail = Object.assign(new Error("EIO: i/o error, write"), { code: "EIO" });

@@ -210,11 +210,15 @@ async function buildSteps(
   const started = Date.now();
   const clock = new SpanClock();
   let makeMs = 0;
-  const stageUpdates: Promise<void>[] = [];
+  // Stages go to Redis in order without holding up the build (a few round trips each, issue
+  // #13). One that fails still fails the build: all are awaited before the outcome is known.
+  let stageUpdates = Promise.resolve();
   const stage = async (name: BuildStage): Promise<void> => {
     signal.throwIfAborted();
-    await setStage(name);
-    clock.lap("stages");
+    const next = stageUpdates.then(() => setStage(name));
+    next.catch(() => undefined);
+    stageUpdates = next;
+    return Promise.resolve();
   };
 
   if (req.defaults && !config.allow_defaults) {
@@ -224,13 +228,28 @@ async function buildSteps(
   }
 
   await stage("init");
+  let result: PipelineResult;
   try {
-    return await withImageBuilder(false);
+    try {
+      result = await withImageBuilder(false);
+    } catch (err) {
+      if (!(err instanceof ImageBuilderBehindError)) throw err;
+      // A snapshot newer than our tree: read sha256sums now and build with its ImageBuilder.
+      result = await withImageBuilder(true);
+    }
   } catch (err) {
-    if (!(err instanceof ImageBuilderBehindError)) throw err;
-    // A snapshot newer than our tree: read sha256sums now and build with its ImageBuilder.
-    return await withImageBuilder(true);
+    // The worker reports "failed" next: no stage of this build may land after it.
+    await stageUpdates.catch(() => undefined);
+    throw err;
   }
+  try {
+    await stageUpdates;
+  } catch (err) {
+    await result.cleanup().catch(() => undefined);
+    throw err;
+  }
+  clock.lap("stages");
+  return result;
 
   async function withImageBuilder(refresh: boolean): Promise<PipelineResult> {
     const lease = await deps.imagebuilders.acquire({
@@ -238,7 +257,7 @@ async function buildSteps(
       target: req.target,
       branch,
       onStage: (s) => {
-        if (!signal.aborted) stageUpdates.push(setStage(s));
+        if (!signal.aborted) void stage(s).catch(() => undefined);
       },
       ...(refresh ? { refresh } : {}),
     });
@@ -246,8 +265,6 @@ async function buildSteps(
     // Set once the result holds the cleanup: from then on the worker removes the workspace.
     let handedOver = false;
     try {
-      await Promise.all(stageUpdates);
-      clock.lap("stages");
       signal.throwIfAborted();
       const imagebuilderMs = Date.now() - started - makeMs;
       const ws = await deps.runner.createWorkspace(lease.root, {});
