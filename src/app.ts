@@ -224,7 +224,11 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
       background,
       imagebuilders: countedImagebuilders,
       runner,
-      feeds: new FeedStager({ cacheDir: path.join(config.cache_path, "packages") }),
+      // An index is used without asking upstream again for as long as a sha256sums is.
+      feeds: new FeedStager({
+        cacheDir: path.join(config.cache_path, "packages"),
+        indexTtlMs: config.imagebuilder_check_interval * 1000,
+      }),
       makeInfoCache: new MakeInfoCache(),
       storeFiles: (hash, files) => store.put(hash, files),
       ...(config.signing_key ? { signer: createImageSigner(config, processRunner, logger) } : {}),
