@@ -185,6 +185,8 @@ async function main(): Promise<void> {
     }
   } finally {
     await stopStack(stack);
+    // The server's work folder holds an unpacked ImageBuilder (grown to 300 MB with --realistic).
+    await rm(server.workDir, { recursive: true, force: true });
     for (const cleanup of cleanups) await cleanup();
   }
 }
