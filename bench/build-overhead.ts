@@ -15,14 +15,19 @@
  *   - cold vs warm ImageBuilder time: the first build of a target downloads, verifies and
  *     unpacks the ImageBuilder; later builds reuse the unpacked tree;
  *   - server overhead per build: end-to-end time seen by the client (POST until the 200 is
- *     seen, polling every 20 ms) minus the time `make` ran, as medians over the warm builds.
+ *     seen, polling every 20 ms) minus the time `make` ran, as medians over the warm builds;
+ *   - the worker's steps (src/worker/build-spans.ts: the diagnostics channel the worker
+ *     publishes each build's steps on), as medians over the warm builds.
  * Needs Redis on 127.0.0.1:6379 (or TEST_REDIS_URL) and bubblewrap.
  */
-import { readdir, stat } from "node:fs/promises";
+import { subscribe } from "node:diagnostics_channel";
+import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { ensureRealisticTree } from "../fixtures/realistic-imagebuilder.js";
 import { ensureRealTools } from "../fixtures/real-tools/real-tools.js";
 import { ProcessRunner } from "../src/imagebuilder/process-runner.js";
+import { BUILD_SPANS_CHANNEL, type BuildSpansMessage } from "../src/worker/build-spans.js";
 import {
   request,
   startRealToolsMirror,
@@ -41,8 +46,19 @@ const extras = realTools
 // Each warm build asks for a different package set, so none is a cache hit.
 const warmCount = Math.min(extras.length, Number(args[0] ?? 8));
 
+const cleanups: (() => Promise<void>)[] = [];
+
 async function start(): Promise<Stack> {
-  if (!realTools) return startStack({ overrides: { workers: 1 } });
+  if (!realTools) {
+    // The fast mirror is generated once per vitest run, in the folder vitest's global setup
+    // names (test/support/fast-mirror.ts); outside vitest the bench names its own.
+    if (!process.env.ASU_FAST_MIRROR_DIR) {
+      const dir = await mkdtemp(path.join(tmpdir(), "asu-fast-mirror-"));
+      process.env.ASU_FAST_MIRROR_DIR = dir;
+      cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    }
+    return startStack({ overrides: { workers: 1 } });
+  }
   process.env.ASU_REAL_TOOLS_DIR = (await ensureRealTools()).hostDir;
   const mirror = await startRealToolsMirror();
   return { mirror, api: await startTestServer(mirror, { overrides: { workers: 1 } }) };
@@ -54,10 +70,17 @@ interface Timings {
   total_ms: number;
 }
 
+/** Steps of each build as the worker measured them, by request hash. */
+const spansByHash = new Map<string, Record<string, number>>();
+subscribe(BUILD_SPANS_CHANNEL, (message) => {
+  const { hash, spans } = message as BuildSpansMessage;
+  spansByHash.set(hash, spans);
+});
+
 async function timedBuild(
   base: string,
   body: Record<string, unknown>,
-): Promise<{ endToEnd: number; t: Timings }> {
+): Promise<{ endToEnd: number; t: Timings; hash: string }> {
   const started = performance.now();
   let res = await request(base, "POST", "/api/v1/build", body);
   const hash = String(res.body.request_hash);
@@ -67,7 +90,7 @@ async function timedBuild(
   }
   const endToEnd = performance.now() - started;
   if (res.status !== 200) throw new Error(`build failed: ${res.text.slice(0, 300)}`);
-  return { endToEnd, t: res.body.timings as Timings };
+  return { endToEnd, t: res.body.timings as Timings, hash };
 }
 
 /** The unpacked ImageBuilders under a server's cache: folders holding a Makefile and repositories.conf. */
@@ -119,7 +142,7 @@ async function main(): Promise<void> {
       packages: realTools ? ["ca-bundle"] : ["tcpdump", "ca-bundle"],
     });
     if (realistic) await growToRealisticSize(server.config.cache_path);
-    const warm: { endToEnd: number; t: Timings }[] = [];
+    const warm: { endToEnd: number; t: Timings; hash: string }[] = [];
     for (let i = 0; i < warmCount; i++) {
       warm.push(await timedBuild(server.url, { ...base, packages: extras.slice(0, i + 1) }));
     }
@@ -150,8 +173,21 @@ async function main(): Promise<void> {
     console.log(
       `  overhead share:                                ${((100 * median(overhead)) / median(e2e)).toFixed(0)} %`,
     );
+    // The spans message comes after the result is stored: wait for the server's last step.
+    await server.server.close();
+    const stepNames = [...new Set(warm.flatMap((w) => Object.keys(spansByHash.get(w.hash) ?? {})))];
+    console.log(`\nworker steps (median ms over the warm builds; each build: ${warm.length})`);
+    for (const name of stepNames) {
+      const values = warm.map((w) => spansByHash.get(w.hash)?.[name] ?? 0);
+      console.log(
+        `  ${name.padEnd(22)} ${median(values).toFixed(1).padStart(8)}   [${values.map((v) => v.toFixed(0)).join(", ")}]`,
+      );
+    }
   } finally {
     await stopStack(stack);
+    // The server's work folder holds an unpacked ImageBuilder (grown to 300 MB with --realistic).
+    await rm(server.workDir, { recursive: true, force: true });
+    for (const cleanup of cleanups) await cleanup();
   }
 }
 

@@ -18,7 +18,9 @@ import type { Store } from "./store/store.js";
 import { collectStoreGarbage, type StoreGcReport } from "./store/store-gc.js";
 import { Catalog } from "./upstream/catalog.js";
 import { UpstreamClient } from "./upstream/upstream-client.js";
+import { BackgroundTasks } from "./worker/background-tasks.js";
 import { startBuildWorker } from "./worker/build-worker.js";
+import { MakeInfoCache } from "./worker/make-info-cache.js";
 import { UsignImageSigner } from "./worker/image-signer.js";
 
 export type Role = "all" | "api" | "worker";
@@ -194,6 +196,7 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
   const catalog = new Catalog(config, upstream);
 
   let worker: Worker<BuildJobData> | undefined;
+  let background: BackgroundTasks | undefined;
   let processRunner: ProcessRunner | undefined;
   let gcTimer: NodeJS.Timeout | undefined;
   let shuttingDown = false;
@@ -234,14 +237,21 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
         return lease;
       },
     };
+    background = new BackgroundTasks();
     worker = startBuildWorker({
       config,
       queue,
       stats,
       logger,
+      background,
       imagebuilders: countedImagebuilders,
       runner,
-      feeds: new FeedStager({ cacheDir: path.join(config.cache_path, "packages") }),
+      // An index is used without asking upstream again for as long as a sha256sums is.
+      feeds: new FeedStager({
+        cacheDir: path.join(config.cache_path, "packages"),
+        indexTtlMs: config.imagebuilder_check_interval * 1000,
+      }),
+      makeInfoCache: new MakeInfoCache(),
       storeFiles: (hash, files) => store.put(hash, files),
       ...(config.signing_key ? { signer: createImageSigner(config, processRunner, logger) } : {}),
     });
@@ -290,6 +300,14 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
     }
     // Idle or not, what is left gets a fixed grace: at most shutdown_timeout + 3.5 s in all.
     const graceEnd = Date.now() + CLOSE_GRACE_MS;
+    // Finished builds remove their workspaces after answering (issue #13): none is left half
+    // removed, unless that takes past the deadline and the grace.
+    if (background && !(await background.idle(Math.max(deadline, graceEnd) - Date.now()))) {
+      logger.warn(
+        { tasks: background.size },
+        "workspaces of finished builds were still being removed at shutdown",
+      );
+    }
     // With Redis away BullMQ's close can wait for a reconnect that never comes.
     if (!(await within(workerClosed, graceEnd - Date.now()))) void worker?.close(true).catch(() => undefined);
     if (app && !(await within(appClosed, graceEnd - Date.now()))) {

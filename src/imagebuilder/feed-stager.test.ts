@@ -37,8 +37,10 @@ describe("FeedStager", () => {
       const p = (req.url ?? "/").slice(1);
       requests.push(p);
       const body = files.get(p);
-      if (body === undefined) res.writeHead(404).end();
-      else res.writeHead(200, { "content-length": body.length }).end(body);
+      if (body === undefined) return res.writeHead(404).end();
+      const etag = `"${sha(body).slice(0, 16)}"`;
+      if (req.headers["if-none-match"] === etag) return res.writeHead(304, { etag }).end();
+      res.writeHead(200, { "content-length": body.length, etag }).end(body);
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -88,14 +90,66 @@ describe("FeedStager", () => {
     );
     expect(requests).not.toContain("base/unrelated_1_all.ipk");
 
-    // A second build takes the files from the cache: only the indexes are fetched again.
+    // A second build takes the files and, within indexTtlMs, the indexes from the cache.
     requests.length = 0;
     const ws2 = await workspace(conf);
     const again = await stager.stage(ws2, await readFeedList(ws2), ["hello"], noApk);
     expect(again).toMatchObject({ packages: 2, downloaded: 0 });
-    expect(requests.sort()).toEqual(["base/Packages.gz", "base/Packages.sig"]);
+    expect(requests).toEqual([]);
+    for (const name of ["Packages", "Packages.gz", "Packages.sig"]) {
+      expect(await readFile(path.join(ws2.feedsDir, "0", name))).toEqual(
+        await readFile(path.join(feed, name)),
+      );
+    }
     // Hardlinked from the cache, not copied.
     expect((await stat(path.join(ws2.feedsDir, "0", "hello_1.0_all.ipk"))).nlink).toBeGreaterThan(1);
+  });
+
+  it("revalidates an index older than indexTtlMs: unchanged (304) it is not fetched again, changed it is", async () => {
+    publish("base", packagesIndex());
+    const conf = `src/gz openwrt_base ${base}/base\n`;
+    const stager = new FeedStager({ cacheDir: path.join(tmp, "cache-ttl"), indexTtlMs: 0 });
+    const first = await workspace(conf);
+    await stager.stage(first, await readFeedList(first), ["hello"], noApk);
+
+    requests.length = 0;
+    const second = await workspace(conf);
+    await stager.stage(second, await readFeedList(second), ["hello"], noApk);
+    // One conditional request, answered 304: neither the signature nor any package again.
+    expect(requests).toEqual(["base/Packages.gz"]);
+    expect(await readFile(path.join(second.feedsDir, "0", "Packages.sig"))).toEqual(
+      files.get("base/Packages.sig"),
+    );
+
+    // Upstream publishes a new index: the next build stages it, with its signature.
+    const newer = `${packagesIndex()}\nPackage: extra\nVersion: 1\nFilename: extra_1_all.ipk\nSize: 1\nSHA256sum: ${sha("x")}\n`;
+    publish("base", newer);
+    files.set("base/Packages.sig", Buffer.from("untrusted comment: new sig\nRWQ=\n"));
+    files.set("base/extra_1_all.ipk", Buffer.from("x"));
+    requests.length = 0;
+    const third = await workspace(conf);
+    const result = await stager.stage(third, await readFeedList(third), ["extra"], noApk);
+    expect(result).toMatchObject({ packages: 1, downloaded: 1 });
+    expect(requests.sort()).toEqual(["base/Packages.gz", "base/Packages.sig", "base/extra_1_all.ipk"]);
+    expect(await readFile(path.join(third.feedsDir, "0", "Packages"), "utf8")).toBe(newer);
+    expect(await readFile(path.join(third.feedsDir, "0", "Packages.sig"), "utf8")).toContain("new sig");
+  });
+
+  it("reads an index anew after one of its packages could not be fetched", async () => {
+    publish("base", packagesIndex());
+    files.delete("base/libhello_2.0_all.ipk");
+    const conf = `src/gz openwrt_base ${base}/base\n`;
+    const stager = new FeedStager({ cacheDir: path.join(tmp, "cache-gone") });
+    const first = await workspace(conf);
+    const err = await stager
+      .stage(first, await readFeedList(first), ["hello"], noApk)
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BuildError);
+    requests.length = 0;
+    files.set("base/libhello_2.0_all.ipk", lib);
+    const second = await workspace(conf);
+    await stager.stage(second, await readFeedList(second), ["hello"], noApk);
+    expect(requests).toContain("base/Packages.gz");
   });
 
   it("refuses a package whose bytes do not match the index's sha256, and caches nothing", async () => {

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { link, lstat, mkdir, readFile, rename, rm, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { performance } from "node:perf_hooks";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { gunzipSync } from "node:zlib";
@@ -52,6 +53,8 @@ export interface StageResult {
   packages: number;
   downloaded: number;
   downloadedBytes: number;
+  /** Milliseconds per part: fetching and reading indexes, the closure, package files, feed list. */
+  timings: { indexes: number; closure: number; packages: number; feed_list: number };
 }
 
 export interface FeedStagerOptions {
@@ -68,6 +71,25 @@ export interface FeedStagerOptions {
   maxPackages?: number;
   /** Parallel downloads. Default 4. */
   concurrency?: number;
+  /**
+   * How long a fetched index is used without asking upstream again (issue #13); after that it
+   * is revalidated with If-None-Match/If-Modified-Since. Default 60 s (the server passes
+   * imagebuilder_check_interval); 0 revalidates on every build.
+   */
+  indexTtlMs?: number;
+  /** Bytes of fetched indexes kept in memory (as published, plus opkg's unpacked text). Default 64 MiB. */
+  maxCachedIndexBytes?: number;
+}
+
+/** A feed index as last fetched: the files as published, what they list, and how to revalidate. */
+interface CachedIndex {
+  checkedAt: number;
+  etag?: string;
+  lastModified?: string;
+  /** File name in the feed folder → bytes as published (opkg's Packages: unpacked). */
+  files: Map<string, Buffer>;
+  packages: FeedPackage[];
+  bytes: number;
 }
 
 /** Reads the feed list of a workspace before the build first runs (it is the worker's copy). */
@@ -134,6 +156,11 @@ export class FeedStager {
   private readonly maxPackageBytes: number;
   private readonly maxPackages: number;
   private readonly concurrency: number;
+  private readonly indexTtlMs: number;
+  private readonly maxCachedIndexBytes: number;
+  /** By package manager and URL; most recently used last. */
+  private readonly indexes = new Map<string, CachedIndex>();
+  private cachedIndexBytes = 0;
 
   constructor(options: FeedStagerOptions) {
     this.cacheDir = path.resolve(options.cacheDir);
@@ -143,6 +170,8 @@ export class FeedStager {
     this.maxPackageBytes = options.maxPackageBytes ?? 512 * 1024 * 1024;
     this.maxPackages = options.maxPackages ?? 5000;
     this.concurrency = options.concurrency ?? 4;
+    this.indexTtlMs = options.indexTtlMs ?? 60_000;
+    this.maxCachedIndexBytes = options.maxCachedIndexBytes ?? 64 * 1024 * 1024;
   }
 
   /**
@@ -157,6 +186,13 @@ export class FeedStager {
     wanted: string[],
     opts: { dumpApkIndex: (file: string) => Promise<string>; customUrls?: Set<string>; signal?: AbortSignal },
   ): Promise<StageResult> {
+    let mark = performance.now();
+    const lap = (): number => {
+      const now = performance.now();
+      const ms = now - mark;
+      mark = now;
+      return ms;
+    };
     const fetched: FetchedFeed[] = [];
     for (const [i, feed] of list.remote.entries()) {
       const dir = path.join(ws.feedsDir, String(i));
@@ -168,6 +204,7 @@ export class FeedStager {
         throw feedError(feed, custom, err);
       }
     }
+    const indexes = lap();
     const candidates: Candidate[] = fetched.flatMap((f) => f.packages.map((p) => ({ ...p, feed: f })));
     let selected: Candidate[];
     try {
@@ -175,6 +212,7 @@ export class FeedStager {
     } catch (err) {
       throw new BuildError(`Error: ${(err as Error).message}. Request fewer packages.`, { userFault: true });
     }
+    const closure = lap();
     let downloaded = 0;
     let downloadedBytes = 0;
     await mapLimit(selected, this.concurrency, async (pkg) => {
@@ -187,51 +225,137 @@ export class FeedStager {
         }
         await linkOrCopy(got.file, path.join(pkg.feed.dir, pkg.filename));
       } catch (err) {
+        // The index may be older than the feed (a snapshot moved on): the next build reads it anew.
+        this.forgetIndex(list.manager, pkg.feed.feed.url);
         throw feedError(pkg.feed.feed, custom, err, pkg.filename);
       }
     });
+    const packages = lap();
     await this.rewriteFeedList(list, fetched);
-    return { feeds: fetched.length, packages: selected.length, downloaded, downloadedBytes };
+    return {
+      feeds: fetched.length,
+      packages: selected.length,
+      downloaded,
+      downloadedBytes,
+      timings: { indexes, closure, packages, feed_list: lap() },
+    };
   }
 
+  /**
+   * Puts the feed's index into `dir`, exactly as published, and returns what it lists. An index
+   * fetched less than indexTtlMs ago is used as it is; an older one is revalidated, and what
+   * upstream says is unchanged (304) is not fetched or parsed again (issue #13).
+   */
   private async fetchIndex(
     manager: PackageManager,
     feed: RemoteFeed,
     dir: string,
     opts: { dumpApkIndex: (file: string) => Promise<string>; signal?: AbortSignal },
   ): Promise<FeedPackage[]> {
+    const key = `${manager} ${feed.url}`;
+    let entry = this.indexes.get(key);
+    if (entry === undefined || Date.now() - entry.checkedAt >= this.indexTtlMs) {
+      const fresh = await this.loadIndex(manager, feed, dir, entry, opts);
+      if (fresh === entry && entry !== undefined) {
+        entry.checkedAt = Date.now();
+      } else {
+        entry = fresh;
+        this.remember(key, fresh);
+        return fresh.packages;
+      }
+    }
+    this.indexes.delete(key);
+    this.indexes.set(key, entry);
+    for (const [name, bytes] of entry.files) await writeFile(path.join(dir, name), bytes, { flag: "wx" });
+    return entry.packages;
+  }
+
+  /**
+   * Fetches an index (conditionally when `cached` is given): `cached` itself when upstream says
+   * it is unchanged, else a new entry whose files are already in `dir`.
+   */
+  private async loadIndex(
+    manager: PackageManager,
+    feed: RemoteFeed,
+    dir: string,
+    cached: CachedIndex | undefined,
+    opts: { dumpApkIndex: (file: string) => Promise<string>; signal?: AbortSignal },
+  ): Promise<CachedIndex> {
+    const url = manager === "apk" ? feed.url : `${feed.url}/Packages.gz`;
+    const got = await this.fetchSmall(url, opts.signal, { revalidate: cached });
+    if (got === "unchanged" && cached !== undefined) return cached;
+    if (got === "unchanged" || got === undefined) throw new Error(`${url} answered HTTP 304`);
+    const files = new Map<string, Buffer>();
+    const entry = (packages: FeedPackage[]): CachedIndex => ({
+      checkedAt: Date.now(),
+      ...(got.etag !== undefined ? { etag: got.etag } : {}),
+      ...(got.lastModified !== undefined ? { lastModified: got.lastModified } : {}),
+      files,
+      packages,
+      bytes: [...files.values()].reduce((n, b) => n + b.length, 0),
+    });
     if (manager === "apk") {
       const index = path.join(dir, "packages.adb");
-      await writeFile(index, await this.fetchSmall(feed.url, opts.signal), { flag: "wx" });
-      return parseApkDump(await opts.dumpApkIndex(index));
+      files.set("packages.adb", got.body);
+      await writeFile(index, got.body, { flag: "wx" });
+      return entry(parseApkDump(await opts.dumpApkIndex(index)));
     }
-    const gz = await this.fetchSmall(`${feed.url}/Packages.gz`, opts.signal);
     let text: Buffer;
     try {
-      text = gunzipSync(gz, { maxOutputLength: this.maxIndexBytes });
+      text = gunzipSync(got.body, { maxOutputLength: this.maxIndexBytes });
     } catch {
       throw new Error(`${feed.url}/Packages.gz is not a readable gzip file`);
     }
-    await writeFile(path.join(dir, "Packages.gz"), gz, { flag: "wx" });
-    await writeFile(path.join(dir, "Packages"), text, { flag: "wx" });
+    files.set("Packages.gz", got.body);
+    files.set("Packages", text);
     // Missing signatures are left for opkg to report in its own words (check_signature).
     const sig = await this.fetchSmall(`${feed.url}/Packages.sig`, opts.signal, { optional: true });
-    if (sig !== undefined) await writeFile(path.join(dir, "Packages.sig"), sig, { flag: "wx" });
-    return parseOpkgFeed(text.toString("utf8"));
+    if (sig !== undefined && sig !== "unchanged") files.set("Packages.sig", sig.body);
+    for (const [name, bytes] of files) await writeFile(path.join(dir, name), bytes, { flag: "wx" });
+    return entry(parseOpkgFeed(text.toString("utf8")));
   }
 
-  private async fetchSmall(url: string, signal: AbortSignal | undefined): Promise<Buffer>;
+  private remember(key: string, entry: CachedIndex): void {
+    this.forget(key);
+    if (this.maxCachedIndexBytes <= 0 || entry.bytes > this.maxCachedIndexBytes) return;
+    this.indexes.set(key, entry);
+    this.cachedIndexBytes += entry.bytes;
+    for (const [oldest, old] of this.indexes) {
+      if (this.cachedIndexBytes <= this.maxCachedIndexBytes) break;
+      this.indexes.delete(oldest);
+      this.cachedIndexBytes -= old.bytes;
+    }
+  }
+
+  private forget(key: string): void {
+    const old = this.indexes.get(key);
+    if (old === undefined) return;
+    this.indexes.delete(key);
+    this.cachedIndexBytes -= old.bytes;
+  }
+
+  private forgetIndex(manager: PackageManager, url: string): void {
+    this.forget(`${manager} ${url}`);
+  }
+
+  /**
+   * A small file (an index), or undefined for a 404 when `optional`, or "unchanged" when
+   * upstream answers 304 to the validators of `revalidate`.
+   */
   private async fetchSmall(
     url: string,
     signal: AbortSignal | undefined,
-    opts: { optional: true },
-  ): Promise<Buffer | undefined>;
-  private async fetchSmall(
-    url: string,
-    signal: AbortSignal | undefined,
-    opts: { optional?: boolean } = {},
-  ): Promise<Buffer | undefined> {
-    const res = await this.request(url, signal);
+    opts: { optional?: boolean; revalidate?: CachedIndex | undefined } = {},
+  ): Promise<{ body: Buffer; etag?: string; lastModified?: string } | "unchanged" | undefined> {
+    const headers: Record<string, string> = {};
+    if (opts.revalidate?.etag !== undefined) headers["if-none-match"] = opts.revalidate.etag;
+    if (opts.revalidate?.lastModified !== undefined)
+      headers["if-modified-since"] = opts.revalidate.lastModified;
+    const res = await this.request(url, signal, headers);
+    if (res.status === 304 && opts.revalidate !== undefined) {
+      await res.body?.cancel();
+      return "unchanged";
+    }
     if (res.status === 404 && opts.optional) {
       await res.body?.cancel();
       return undefined;
@@ -247,14 +371,24 @@ export class FeedStager {
       if (size > this.maxIndexBytes) throw new Error(`${url} is larger than ${this.maxIndexBytes} bytes`);
       chunks.push(chunk);
     }
-    return Buffer.concat(chunks);
+    const etag = res.headers.get("etag") ?? undefined;
+    const lastModified = res.headers.get("last-modified") ?? undefined;
+    return {
+      body: Buffer.concat(chunks),
+      ...(etag !== undefined ? { etag } : {}),
+      ...(lastModified !== undefined ? { lastModified } : {}),
+    };
   }
 
-  private async request(url: string, signal: AbortSignal | undefined): Promise<Response> {
+  private async request(
+    url: string,
+    signal: AbortSignal | undefined,
+    headers: Record<string, string> = {},
+  ): Promise<Response> {
     const timeout = AbortSignal.timeout(this.fetchTimeoutMs);
     const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
     try {
-      return await this.fetch(url, { signal: combined, redirect: "follow" });
+      return await this.fetch(url, { signal: combined, redirect: "follow", headers });
     } catch (err) {
       throw new Error(`could not fetch ${url}: ${describeError(err)}`);
     }

@@ -1,10 +1,11 @@
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import {
   FAKE_FIRMWARE,
   FAKE_IMAGE,
+  FAKE_MAKE_INFO,
   FAKE_PROFILE,
   FakeImageBuilders,
   FakeRunner,
@@ -21,6 +22,7 @@ import {
 import type { BuildStage } from "../queue/build-job.js";
 import { AsuError, BuildError, isRetryable, isUserFault } from "../shared/errors.js";
 import { branchFor, diffPackages, runBuildPipeline, type PipelineDeps } from "./build-pipeline.js";
+import { MakeInfoCache, treeKey } from "./make-info-cache.js";
 
 /**
  * The middle tier (issue #15, item 7): runBuildPipeline with a fake runner, ImageBuilder
@@ -71,7 +73,7 @@ async function failure(promise: Promise<unknown>): Promise<AsuError> {
 }
 
 describe("runBuildPipeline", () => {
-  it("builds, stores the image and its manifest, reports LuCI's stages and cleans up", async () => {
+  it("builds, stores the image and its manifest, reports LuCI's stages and leaves the cleanup to its caller", async () => {
     const t = setup();
     const result = await t.run();
     expect(result.body).toMatchObject({
@@ -97,6 +99,10 @@ describe("runBuildPipeline", () => {
       "base-files - 1\nbusybox - 2\n",
     );
     expect(t.runner.calls.map((args) => args[1])).toEqual(["info", "manifest", "image"]);
+    // The caller cleans up once it has stored the result (issue #13).
+    expect(t.runner.workspaces.map((w) => w.disposed)).toEqual([false]);
+    expect([t.imagebuilders.acquired, t.imagebuilders.released]).toEqual([1, 0]);
+    await result.cleanup();
     expect(t.runner.workspaces.map((w) => w.disposed)).toEqual([true]);
     expect([t.imagebuilders.acquired, t.imagebuilders.released]).toEqual([1, 1]);
   });
@@ -210,11 +216,169 @@ describe("runBuildPipeline", () => {
     expect(t.store.builds.size).toBe(0);
   });
 
+  it("removes the workspace of a build whose last step finished after job_timeout", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    const t = setup();
+    let storing: () => void = () => undefined;
+    const stored = new Promise<void>((resolve) => {
+      storing = resolve;
+    });
+    let finishStore: () => void = () => undefined;
+    // A store that does not heed the abort: the steps end with a result nobody takes.
+    const slowStore = async (): Promise<void> => {
+      storing();
+      await new Promise<void>((resolve) => {
+        finishStore = resolve;
+      });
+    };
+    const outcome = failure(
+      runBuildPipeline(
+        HASH,
+        fakeJob({ profile: FAKE_PROFILE }),
+        {
+          config: { ...config, job_timeout: 600 },
+          runner: t.runner,
+          imagebuilders: t.imagebuilders,
+          storeFiles: slowStore,
+        },
+        async () => undefined,
+      ),
+    );
+    await stored;
+    await vi.advanceTimersByTimeAsync(600_000);
+    expect((await outcome).detail).toBe("Error: Build timed out after 600 s and was stopped.");
+    expect(t.runner.workspaces.map((w) => w.disposed)).toEqual([false]);
+    finishStore();
+    await vi.waitFor(() => expect(t.runner.workspaces.map((w) => w.disposed)).toEqual([true]));
+    await vi.waitFor(() => expect(t.imagebuilders.released).toBe(1));
+  });
+
+  it("does not wait for stage updates to reach Redis, but reports them in order before it ends", async () => {
+    const t = setup();
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const reported: BuildStage[] = [];
+    let finished = false;
+    const outcome = runBuildPipeline(
+      HASH,
+      fakeJob({ profile: FAKE_PROFILE }),
+      { config, runner: t.runner, imagebuilders: t.imagebuilders, storeFiles: t.store.storeFiles },
+      async (s) => {
+        await gate;
+        reported.push(s);
+      },
+    ).then((r) => {
+      finished = true;
+      return r;
+    });
+    // The first update is still on its way, and make image has started all the same.
+    await t.runner.started("image");
+    expect(reported).toEqual([]);
+    expect(finished).toBe(false);
+    open();
+    await (await outcome).cleanup();
+    expect(reported).toEqual([
+      "init",
+      "validate_revision",
+      "validate_manifest",
+      "calculate_packages_hash",
+      "building_image",
+    ]);
+  });
+
+  it("fails the build when a stage update fails, and cleans up", async () => {
+    const t = setup();
+    const err = await runBuildPipeline(
+      HASH,
+      fakeJob({ profile: FAKE_PROFILE }),
+      { config, runner: t.runner, imagebuilders: t.imagebuilders, storeFiles: t.store.storeFiles },
+      async (s) => {
+        if (s === "validate_manifest") throw new Error("Redis went away");
+      },
+    ).catch((e: unknown) => e);
+    expect((err as Error).message).toBe("Redis went away");
+    expect(t.runner.workspaces.map((w) => w.disposed)).toEqual([true]);
+    expect(t.imagebuilders.released).toBe(1);
+  });
+
   it("fails a store that cannot take the files as the server's fault", async () => {
     const t = setup();
     t.store.fail = Object.assign(new Error("EIO: i/o error, write"), { code: "EIO" });
     await expect(t.run()).rejects.toThrow(/EIO/);
     expect(t.runner.workspaces.map((w) => w.disposed)).toEqual([true]);
+  });
+});
+
+describe("runBuildPipeline with a make info cache", () => {
+  function cached(runner: FakeRunner, cache: MakeInfoCache, root = path.join(tmp, "ib")) {
+    const store = new FakeStore();
+    const imagebuilders = new FakeImageBuilders(root);
+    return (job = fakeJob({ profile: FAKE_PROFILE })) =>
+      runBuildPipeline(
+        HASH,
+        job,
+        { config, runner, imagebuilders, storeFiles: store.storeFiles, makeInfoCache: cache },
+        async () => undefined,
+      );
+  }
+  const targets = (runner: FakeRunner) => runner.calls.map((args) => args[1]);
+
+  it("runs make info once per ImageBuilder tree", async () => {
+    const runner = new FakeRunner(tmp);
+    const cache = new MakeInfoCache();
+    const build = cached(runner, cache);
+    await (await build()).cleanup();
+    await (await build(fakeJob({ profile: FAKE_PROFILE, packages: ["tcpdump"] }))).cleanup();
+    expect(targets(runner)).toEqual(["info", "manifest", "image", "manifest", "image"]);
+  });
+
+  it("still checks each request's revision against the cached one", async () => {
+    const runner = new FakeRunner(tmp);
+    const build = cached(runner, new MakeInfoCache());
+    await (await build()).cleanup();
+    const err = await failure(build(fakeJob({ profile: FAKE_PROFILE, version_code: "r1-other" })));
+    expect(err.detail).toBe("Error: Received incorrect version r28427-6df0e3d02a (requested r1-other)");
+    expect(targets(runner)).toEqual(["info", "manifest", "image"]);
+  });
+
+  it("runs it again for another tree, and for a tree unpacked anew at the same path", async () => {
+    const runner = new FakeRunner(tmp);
+    const cache = new MakeInfoCache();
+    const other = await mkdtemp(path.join(tmp, "other-ib-"));
+    await (await cached(runner, cache)()).cleanup();
+    await (await cached(runner, cache, other)()).cleanup();
+    await rm(other, { recursive: true });
+    await mkdir(other);
+    await (await cached(runner, cache, other)()).cleanup();
+    expect(targets(runner).filter((t) => t === "info")).toHaveLength(3);
+  });
+
+  it("keeps nothing from a build with custom repositories, whose feed list the request changed", async () => {
+    const runner = new FakeRunner(tmp);
+    const cache = new MakeInfoCache();
+    const root = await mkdtemp(path.join(tmp, "custom-ib-"));
+    await writeFile(path.join(root, "repositories.conf"), "src/gz base https://downloads.example/base\n");
+    const custom = fakeJob({
+      profile: FAKE_PROFILE,
+      repositories: { extra: "https://repo.example/feed" },
+    });
+    await (await cached(runner, cache, root)(custom)).cleanup();
+    expect(cache.size).toBe(0);
+    await (await cached(runner, cache, root)()).cleanup();
+    expect(cache.size).toBe(1);
+  });
+
+  it("keeps make info's output without host paths", async () => {
+    const runner = new FakeRunner(tmp, {
+      info: { stdout: `${FAKE_MAKE_INFO}\nmake: Entering directory '${path.join(tmp, "ib")}'\n` },
+    });
+    const cache = new MakeInfoCache();
+    await (await cached(runner, cache)()).cleanup();
+    const entry = cache.get(await treeKey(path.join(tmp, "ib")));
+    expect(entry?.stdout).toContain("Entering directory '/builder/ib'");
+    expect(entry?.stdout).not.toContain(tmp);
   });
 });
 

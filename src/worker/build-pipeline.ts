@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
+import { performance } from "node:perf_hooks";
 import type { AsuConfig, BranchConfig } from "../config/config.js";
 import type { RunResult } from "../imagebuilder/process-runner.js";
 import type { BuildRunner, ImageBuilderSource, Workspace } from "../imagebuilder/runners/index.js";
@@ -18,7 +19,9 @@ import {
   type OpenedFile,
 } from "../shared/safe-fs.js";
 import { StoreIntegrityError, type StoreFile } from "../store/local-store.js";
+import { SpanClock } from "./build-spans.js";
 import { applyCustomRepositories } from "./custom-repositories.js";
+import { treeKey, type CachedMakeInfo, type MakeInfoCache } from "./make-info-cache.js";
 import { checkRevision, ImageBuilderBehindError } from "./revision-check.js";
 import {
   describePackageFailure,
@@ -90,6 +93,8 @@ export interface PipelineDeps {
   runner: BuildRunner;
   /** Stages the packages a build needs; builds have no network (docs/decisions/005). */
   feeds?: PackageFeeds;
+  /** `make info` per ImageBuilder tree, so that a build runs make twice, not three times. */
+  makeInfoCache?: MakeInfoCache;
   /**
    * Publishes finished files under the request hash: images from their open descriptors
    * (checking size and sha256 while copying), the manifest and signatures as data.
@@ -110,6 +115,14 @@ export interface PipelineResult {
   makeMs: number;
   /** Milliseconds spent getting the ImageBuilder (download and unpack, when needed). */
   imagebuilderMs: number;
+  /** Where the time went, step by step (build-spans.ts); the worker adds its own steps. */
+  spans: SpanClock;
+  /**
+   * Removes the build's workspace and gives its ImageBuilder back. Not started yet: the worker
+   * runs it once the result is stored, so the client does not wait for it (issue #13). Rejects
+   * when the workspace could not be removed (the ImageBuilder is given back all the same).
+   */
+  cleanup(): Promise<void>;
 }
 
 interface ProfileImage {
@@ -163,13 +176,17 @@ export async function runBuildPipeline(
     }, timeoutMs);
   });
   const work = buildSteps(hash, job, deps, setStage, controller.signal, Date.now() + timeoutMs);
+  let delivered = false;
   try {
-    return await Promise.race([work, timedOut]);
+    const result = await Promise.race([work, timedOut]);
+    delivered = true;
+    return result;
   } finally {
     clearTimeout(timer);
     controller.abort();
-    // After a timeout the steps end on their own (aborted); nobody waits for them.
-    work.catch(() => undefined);
+    // After a timeout the steps end on their own (aborted); nobody waits for them. Steps that
+    // still succeeded leave a workspace that no caller will clean up: it goes here.
+    if (!delivered) work.then((r) => r.cleanup()).catch(() => undefined);
   }
 }
 
@@ -191,11 +208,17 @@ async function buildSteps(
   const req = job.request;
   const branch = branchFor(config, req.version);
   const started = Date.now();
+  const clock = new SpanClock();
   let makeMs = 0;
-  const stageUpdates: Promise<void>[] = [];
+  // Stages go to Redis in order without holding up the build (a few round trips each, issue
+  // #13). One that fails still fails the build: all are awaited before the outcome is known.
+  let stageUpdates = Promise.resolve();
   const stage = async (name: BuildStage): Promise<void> => {
     signal.throwIfAborted();
-    await setStage(name);
+    const next = stageUpdates.then(() => setStage(name));
+    next.catch(() => undefined);
+    stageUpdates = next;
+    return Promise.resolve();
   };
 
   if (req.defaults && !config.allow_defaults) {
@@ -205,13 +228,28 @@ async function buildSteps(
   }
 
   await stage("init");
+  let result: PipelineResult;
   try {
-    return await withImageBuilder(false);
+    try {
+      result = await withImageBuilder(false);
+    } catch (err) {
+      if (!(err instanceof ImageBuilderBehindError)) throw err;
+      // A snapshot newer than our tree: read sha256sums now and build with its ImageBuilder.
+      result = await withImageBuilder(true);
+    }
   } catch (err) {
-    if (!(err instanceof ImageBuilderBehindError)) throw err;
-    // A snapshot newer than our tree: read sha256sums now and build with its ImageBuilder.
-    return await withImageBuilder(true);
+    // The worker reports "failed" next: no stage of this build may land after it.
+    await stageUpdates.catch(() => undefined);
+    throw err;
   }
+  try {
+    await stageUpdates;
+  } catch (err) {
+    await result.cleanup().catch(() => undefined);
+    throw err;
+  }
+  clock.lap("stages");
+  return result;
 
   async function withImageBuilder(refresh: boolean): Promise<PipelineResult> {
     const lease = await deps.imagebuilders.acquire({
@@ -219,15 +257,18 @@ async function buildSteps(
       target: req.target,
       branch,
       onStage: (s) => {
-        if (!signal.aborted) stageUpdates.push(setStage(s));
+        if (!signal.aborted) void stage(s).catch(() => undefined);
       },
       ...(refresh ? { refresh } : {}),
     });
+    clock.lap("imagebuilder");
+    // Set once the result holds the cleanup: from then on the worker removes the workspace.
+    let handedOver = false;
     try {
-      await Promise.all(stageUpdates);
       signal.throwIfAborted();
       const imagebuilderMs = Date.now() - started - makeMs;
       const ws = await deps.runner.createWorkspace(lease.root, {});
+      clock.lap("workspace");
       try {
         signal.throwIfAborted();
         const result = await buildInWorkspace(ws, lease.root, refresh);
@@ -236,12 +277,27 @@ async function buildSteps(
           make_ms: makeMs,
           total_ms: Date.now() - started,
         };
-        return { ...result, makeMs, imagebuilderMs };
+        let cleaning: Promise<void> | undefined;
+        const cleanup = (): Promise<void> =>
+          (cleaning ??= (async () => {
+            // Timed on their own: this runs while the worker reports the result.
+            const t0 = performance.now();
+            try {
+              await ws.dispose();
+            } finally {
+              const t1 = performance.now();
+              clock.add("dispose", t1 - t0);
+              await lease.release().catch(() => undefined);
+              clock.add("release", performance.now() - t1);
+            }
+          })());
+        handedOver = true;
+        return { ...result, makeMs, imagebuilderMs, spans: clock, cleanup };
       } finally {
-        await ws.dispose().catch(() => undefined);
+        if (!handedOver) await ws.dispose().catch(() => undefined);
       }
     } finally {
-      await lease.release().catch(() => undefined);
+      if (!handedOver) await lease.release().catch(() => undefined);
     }
   }
 
@@ -255,7 +311,7 @@ async function buildSteps(
       [ws.root, "/builder"],
       [imagebuilderRoot, "/builder/ib"],
     ]);
-    const logsOf = (r: RunResult): Logs => ({
+    const logsOf = (r: Logs): Logs => ({
       stdout: tail(scrub(r.stdout), limits.outputTailBytes),
       stderr: tail(scrub(r.stderr), limits.outputTailBytes),
     });
@@ -270,6 +326,7 @@ async function buildSteps(
         ...(onOutputLine ? { onLine: (stream, line) => onOutputLine(stream, scrub(line)) } : {}),
       });
       makeMs += result.durationMs;
+      clock.lap(`make_${args[0] ?? ""}`);
       signal.throwIfAborted();
       if (result.timedOut) {
         throw new BuildError(`Error: Build timed out after ${config.job_timeout} s and was stopped.`, {
@@ -291,17 +348,30 @@ async function buildSteps(
     }
     // Read before the build first runs: from here on the workspace is the build's to change.
     const feedList = deps.feeds ? await readFeedList(ws) : undefined;
+    clock.lap("prepare");
 
     await stage("validate_revision");
-    const infoRun = await make(["info"]);
-    if (infoRun.code !== 0) {
-      throw new BuildError("Error: The ImageBuilder could not list its profiles (make info failed).", {
-        userFault: false,
-        ...logsOf(infoRun),
-      });
-    }
-    const info = parseMakeInfo(infoRun.stdout);
+    const infoRun = await makeInfo();
+    const { info } = infoRun;
     checkRevision(info.revision, job, refreshed, logsOf(infoRun));
+
+    async function makeInfo(): Promise<CachedMakeInfo> {
+      const cache = deps.makeInfoCache;
+      const key = cache ? await treeKey(imagebuilderRoot) : undefined;
+      const cached = key !== undefined ? cache?.get(key) : undefined;
+      if (cached) return cached;
+      const run = await make(["info"]);
+      if (run.code !== 0) {
+        throw new BuildError("Error: The ImageBuilder could not list its profiles (make info failed).", {
+          userFault: false,
+          ...logsOf(run),
+        });
+      }
+      const fresh = { info: parseMakeInfo(run.stdout), stdout: scrub(run.stdout), stderr: scrub(run.stderr) };
+      // Only what the tree alone printed: custom repositories change the workspace's feed list.
+      if (key !== undefined && Object.keys(req.repositories).length === 0) cache?.set(key, fresh);
+      return fresh;
+    }
 
     const requested = applyPackageChanges(req.packages, {
       version: req.version,
@@ -313,9 +383,10 @@ async function buildSteps(
       : requested;
 
     const failureContext = { customRepositories: Object.keys(req.repositories).length > 0 };
+    clock.lap("packages");
     await stage("validate_manifest");
     if (deps.feeds && feedList) {
-      await deps.feeds.stage(
+      const staged = await deps.feeds.stage(
         ws,
         feedList,
         [
@@ -344,6 +415,10 @@ async function buildSteps(
           signal,
         },
       );
+      clock.lap("feeds");
+      const parts = isRecord(staged) && isRecord(staged.timings) ? staged.timings : {};
+      for (const [name, ms] of Object.entries(parts))
+        if (typeof ms === "number") clock.add(`feeds.${name}`, ms);
     }
     const manifestRun = await make([
       "manifest",
@@ -412,6 +487,7 @@ async function buildSteps(
       imageArgs.push(`ROOTFS_FILESYSTEM=${req.filesystem}`);
     }
     if (req.defaults) imageArgs.push(`FILES=${ws.filesDir}`);
+    clock.lap("manifest_check");
 
     await stage("building_image");
     const imageRun = await make(imageArgs);
@@ -518,6 +594,7 @@ async function buildSteps(
           .join(""),
       });
 
+      clock.lap("outputs");
       if (deps.signer) {
         await stage("signing_images");
         for (const image of describedImages) {
@@ -564,6 +641,7 @@ async function buildSteps(
         }
       }
 
+      clock.lap("sign");
       signal.throwIfAborted();
       try {
         await deps.storeFiles(hash, files, signal);
@@ -577,6 +655,7 @@ async function buildSteps(
     } finally {
       for (const file of opened) await file.handle.close().catch(() => undefined);
     }
+    clock.lap("store");
 
     const { profiles: _profiles, ...targetFacts } = output;
     void _profiles;

@@ -21,6 +21,8 @@ import { loadConfig, type AsuConfig } from "../config/config.js";
 import { UnrecoverableError, type BuildQueue, type BuildJobContext } from "../queue/build-queue.js";
 import type { BuildJobData } from "../queue/build-job.js";
 import type { Stats } from "../stats/stats.js";
+import type { BuildRunner } from "../imagebuilder/runners/index.js";
+import { BackgroundTasks } from "./background-tasks.js";
 import { processJob, SERVER_FAULT_TTL_SECONDS, type BuildWorkerDeps } from "./build-worker.js";
 
 /**
@@ -339,5 +341,132 @@ describe("processJob outcomes", () => {
     await expect(processJob(j, w.deps)).rejects.toBeInstanceOf(UnrecoverableError);
     expect(w.queue.results.size).toBe(0);
     expect(w.runner.calls).toEqual([]);
+  });
+});
+
+/**
+ * A finished build's workspace goes after its result is stored (issue #13): the client does not
+ * wait for it, a failure to remove it does not fail the build, and shutdown can wait for it.
+ */
+describe("processJob: the workspace goes after the result", () => {
+  function worker(dispose: (remove: () => Promise<void>) => Promise<void>) {
+    const events: string[] = [];
+    const queue = new FakeQueue();
+    const setResult = queue.setResult.bind(queue);
+    queue.setResult = async (hash, status, body, ttl) => {
+      events.push(`result ${status}`);
+      await setResult(hash, status, body, ttl);
+    };
+    const fake = new FakeRunner(tmp);
+    const runner: BuildRunner = {
+      kind: "fake",
+      run: fake.run,
+      createWorkspace: async () => {
+        const ws = await fake.createWorkspace();
+        return {
+          ...ws,
+          dispose: async () => {
+            events.push("dispose");
+            await dispose(() => ws.dispose());
+            events.push("disposed");
+          },
+        };
+      },
+    };
+    const imagebuilders = new FakeImageBuilders(path.join(tmp, "ib"));
+    const release = imagebuilders.acquire;
+    const counted = {
+      acquire: async () => {
+        const lease = await release();
+        return {
+          root: lease.root,
+          release: async () => {
+            events.push("released");
+            await lease.release();
+          },
+        };
+      },
+    };
+    const warnings: string[] = [];
+    const deps = {
+      config,
+      queue: queue.asQueue,
+      stats: { recordBuild: async () => undefined } as unknown as Stats,
+      logger: {
+        info: () => undefined,
+        warn: (_obj: object, msg: string) => warnings.push(msg),
+        error: () => undefined,
+      },
+      imagebuilders: counted,
+      runner,
+      storeFiles: new FakeStore().storeFiles,
+    } satisfies BuildWorkerDeps;
+    return { deps, events, queue, fake, warnings };
+  }
+
+  function job(): BuildJobContext {
+    const data = fakeJob({ profile: FAKE_PROFILE });
+    return {
+      id: requestHash(data.request),
+      data,
+      attemptsMade: 0,
+      maxAttempts: 3,
+      setStage: async () => undefined,
+    };
+  }
+
+  it("stores the result first, then removes the workspace and gives the ImageBuilder back", async () => {
+    const w = worker((remove) => remove());
+    await processJob(job(), w.deps);
+    expect(w.events).toEqual(["result 200", "dispose", "disposed", "released"]);
+    expect(w.fake.workspaces.map((x) => x.disposed)).toEqual([true]);
+  });
+
+  it("with background tasks, the job ends before the workspace is gone and idle() waits for it", async () => {
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const w = worker(async (remove) => {
+      await gate;
+      await remove();
+    });
+    const background = new BackgroundTasks();
+    const j = job();
+    await processJob(j, { ...w.deps, background });
+    expect(w.queue.results.get(j.id)?.status).toBe(200);
+    expect(w.events).toEqual(["result 200", "dispose"]);
+    expect(background.size).toBe(1);
+    expect(await background.idle(0)).toBe(false);
+    const idle = background.idle(10_000);
+    open();
+    expect(await idle).toBe(true);
+    expect(w.events).toEqual(["result 200", "dispose", "disposed", "released"]);
+    expect(w.fake.workspaces.map((x) => x.disposed)).toEqual([true]);
+  });
+
+  it("a workspace that cannot be removed does not fail the build; the ImageBuilder is given back", async () => {
+    const w = worker(async () => {
+      throw Object.assign(new Error("EBUSY: resource busy"), { code: "EBUSY" });
+    });
+    const background = new BackgroundTasks();
+    const j = job();
+    await processJob(j, { ...w.deps, background });
+    expect(await background.idle(10_000)).toBe(true);
+    expect(w.queue.results.get(j.id)?.status).toBe(200);
+    expect(w.events).toEqual(["result 200", "dispose", "released"]);
+    expect(w.warnings).toEqual(["could not remove a finished build's workspace"]);
+  });
+
+  it("a failed build removes its workspace before the failure is stored", async () => {
+    const w = worker((remove) => remove());
+    const manifestFails = new FakeRunner(tmp, {
+      manifest: { code: 1, stderr: " * opkg_install_cmd: Cannot install package nope.\n" },
+    });
+    const j = job();
+    await expect(
+      processJob(j, { ...w.deps, runner: { ...w.deps.runner, run: manifestFails.run } }),
+    ).rejects.toThrow();
+    expect(w.events).toEqual(["dispose", "disposed", "released", "result 500"]);
   });
 });

@@ -6,7 +6,15 @@ import { UnrecoverableError, type BuildJobContext, type BuildQueue } from "../qu
 import type { BuildJobData } from "../queue/build-job.js";
 import { AsuError, BuildError, isRetryable, isUserFault } from "../shared/errors.js";
 import { ACTIVE_TTL_SECONDS, type Stats } from "../stats/stats.js";
-import { DEFAULT_LIMITS, runBuildPipeline, tail, type PipelineDeps } from "./build-pipeline.js";
+import { publishBuildSpans } from "./build-spans.js";
+import type { BackgroundTasks } from "./background-tasks.js";
+import {
+  DEFAULT_LIMITS,
+  runBuildPipeline,
+  tail,
+  type PipelineDeps,
+  type PipelineResult,
+} from "./build-pipeline.js";
 import { checkJob } from "./job-check.js";
 import { STALE_REVISION_TTL_SECONDS, StaleRevisionError } from "./revision-check.js";
 
@@ -25,6 +33,12 @@ export interface BuildWorkerDeps extends PipelineDeps {
   queue: BuildQueue;
   stats: Stats;
   logger: WorkerLogger;
+  /**
+   * Where finished builds remove their workspaces after the result is stored, so that the
+   * worker takes its next job meanwhile; shutdown waits for it. Without it, a job ends only
+   * once its workspace is gone.
+   */
+  background?: BackgroundTasks;
 }
 
 /**
@@ -77,6 +91,18 @@ export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): P
   const req = job.data.request;
   const started = Date.now();
   const facts = { hash: job.id, version: req.version, target: req.target, profile: job.data.profile };
+  // A finished build's workspace: removed once the result is stored, whatever happens after.
+  let built: PipelineResult | undefined;
+  let cleaning: Promise<void> | undefined;
+  const cleanUp = (): Promise<void> => {
+    if (built === undefined) return Promise.resolve();
+    const finished = built;
+    cleaning ??= finished.cleanup().catch((err: unknown) => {
+      // The client has its result; a leftover workspace is the operator's concern only.
+      logger.warn({ ...facts, err: logSummary(err) }, "could not remove a finished build's workspace");
+    });
+    return cleaning;
+  };
   try {
     // Output lines go to the build's event stream as they happen (issue #14).
     const log = job.log;
@@ -84,8 +110,15 @@ export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): P
       ? { ...deps, onOutputLine: (s: "stdout" | "stderr", l: string) => log(s, l) }
       : deps;
     const result = await runBuildPipeline(job.id, job.data, pipelineDeps, job.setStage);
+    built = result;
+    const clock = result.spans;
+    clock.lap("worker");
     await queue.setResult(job.id, 200, JSON.stringify(result.body), job.data.result_ttl);
+    clock.lap("set_result");
+    // The client can have its answer now: the workspace goes while the worker reports the rest.
+    const cleaned = cleanUp();
     await job.setStage("done");
+    clock.lap("stage_done");
     const durationMs = Date.now() - started;
     logger.info(
       { ...facts, durationMs, makeMs: result.makeMs, imagebuilderMs: result.imagebuilderMs },
@@ -98,6 +131,10 @@ export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): P
       durationMs: durationMs - result.imagebuilderMs,
       makeMs: result.makeMs,
     });
+    clock.lap("stats");
+    // From the POST that queued it to the worker's start: API, queue and pickup.
+    const queued = started - job.data.enqueued_at;
+    void cleaned.then(() => publishBuildSpans({ hash: job.id, spans: { queued, ...clock.spans } }));
   } catch (err) {
     // Decided by the error's type (AsuError.userFault, .retryable): bad signatures, tampered
     // archives and timeouts fail the same way on every attempt.
@@ -154,6 +191,11 @@ export async function processJob(job: BuildJobContext, deps: BuildWorkerDeps): P
       if (!retryable) throw new UnrecoverableError(detail);
     }
     throw err;
+  } finally {
+    // In the background when the worker keeps track of it (shutdown waits), else before
+    // the job ends.
+    if (deps.background) deps.background.track(cleanUp());
+    else await cleanUp();
   }
 }
 

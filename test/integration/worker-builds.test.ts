@@ -304,7 +304,37 @@ describe("build failures give the contract's detail", () => {
   });
 });
 
+/** Entries of every workspaces folder under a server's ImageBuilder cache. */
+async function workspaceEntries(cachePath: string): Promise<string[]> {
+  const found: string[] = [];
+  const walk = async (dir: string, depth: number): Promise<void> => {
+    for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      if (!entry.isDirectory()) continue;
+      const sub = path.join(dir, entry.name);
+      if (entry.name === "workspaces") found.push(...(await readdir(sub)).map((n) => path.join(sub, n)));
+      else if (depth < 5) await walk(sub, depth + 1);
+    }
+  };
+  await walk(path.join(cachePath, "imagebuilders"), 0);
+  return found;
+}
+
 describe("workers", () => {
+  it("a finished build's workspace is removed after its answer, and is gone once the server has shut down", async () => {
+    const own = await startTestServer(mirror, { overrides: { workers: 1 } });
+    extraServers.push(own);
+    const res = await build(own.url, {
+      version: "24.10.4",
+      target: "ath79/generic",
+      profile: "tplink_archer-c7-v5",
+      packages: ["tcpdump"],
+    });
+    expect(res.status, res.text).toBe(200);
+    // Shutdown waits for the removal that runs in the background (issue #13).
+    await own.close();
+    expect(await workspaceEntries(own.config.cache_path)).toEqual([]);
+  });
+
   it("two builds at once on two worker slots do not interfere", async () => {
     const bodies = [
       { version: "24.10.4", target: "ath79/generic", profile: "netgear_wndr3700", packages: ["htop"] },
