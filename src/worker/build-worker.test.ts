@@ -394,7 +394,8 @@ describe("processJob: the workspace goes after the result", () => {
       stats: { recordBuild: async () => undefined } as unknown as Stats,
       logger: {
         info: () => undefined,
-        warn: (_obj: object, msg: string) => warnings.push(msg),
+        // pino's warn(fields, msg) or warn(msg): keep the message
+        warn: (...args: unknown[]) => warnings.push(String(args.length > 1 ? args[1] : args[0])),
         error: () => undefined,
       },
       imagebuilders: counted,
