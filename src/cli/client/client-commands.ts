@@ -1,5 +1,5 @@
 import { InvalidArgumentError, Option, type Command } from "commander";
-import { runBuild, splitPackages, summary } from "./build-command.js";
+import { runBuild, splitPackages, summary, type BuildOptions } from "./build-command.js";
 import { ClientError, ExitCode } from "./client-errors.js";
 import { listPackages, listProfiles, type Listing, type MetadataOptions } from "./metadata-commands.js";
 import { createReporter, type ProgressReporter } from "./progress-reporter.js";
@@ -82,22 +82,13 @@ function printListing(listing: Listing): void {
   for (const note of listing.notes) process.stderr.write(`${note}\n`);
 }
 
-interface BuildFlags {
-  server: string;
-  version: string;
-  target: string;
-  profile: string;
-  packages: string[];
-  defaults?: string;
-  rootfsSizeMb?: number;
-  out: string;
+/** What commander hands the build action: BuildOptions as typed on the command line. */
+type BuildFlags = Omit<BuildOptions, "images" | "pollOnly" | "pollIntervalMs"> & {
   images: string;
-  timeout: number;
-  requestTimeout: number;
   poll?: boolean;
   pollInterval: number;
   verbose?: boolean;
-}
+};
 
 interface MetadataFlags {
   server: string;

@@ -17,6 +17,7 @@ import {
 import path from "node:path";
 import type { ProcessRunner } from "../process-runner.js";
 import type { Workspace } from "./index.js";
+import { removeOnce } from "./workspace.js";
 
 /**
  * Workspaces as kernel overlays over the shared ImageBuilder tree (docs/decisions/013): the
@@ -83,14 +84,8 @@ export async function createOverlayWorkspace(
   await mkdir(opts.parent, { recursive: true, mode: 0o700 });
   const root = await mkdtemp(path.join(opts.parent, "ws-"));
   const dir = path.join(root, UPPER);
-  let disposed = false;
-  const dispose = async (): Promise<void> => {
-    if (disposed) return;
-    disposed = true;
-    // Nothing is mounted on the host: this removes the upper layer, whatever the build left
-    // there (links, FIFOs, sparse files, whiteouts); rm never follows links.
-    await rm(root, { recursive: true, force: true, maxRetries: 3 });
-  };
+  // Nothing is mounted on the host: this removes the upper layer, whatever the build left.
+  const dispose = removeOnce(root);
   try {
     await mkdir(dir, { mode: baseStat.mode & 0o7777 });
     await mkdir(path.join(root, WORK));

@@ -33,6 +33,20 @@ export interface WorkspaceFactoryOptions extends CreateWorkspaceOptions {
 }
 
 /** Where the workspaces of a tree go: `workspacesDir`, or a `workspaces` folder next to the tree. */
+/**
+ * Removes a workspace's folder, once however often it is called. rm never follows links, so
+ * what a build left (links, FIFOs, sparse files, overlay whiteouts) and hardlinked files only
+ * lose their names.
+ */
+export function removeOnce(root: string): () => Promise<void> {
+  let removed = false;
+  return async () => {
+    if (removed) return;
+    removed = true;
+    await rm(root, { recursive: true, force: true, maxRetries: 3 });
+  };
+}
+
 export function workspacesParent(imagebuilderRoot: string, opts: CreateWorkspaceOptions): string {
   return path.resolve(
     opts.workspacesDir ?? path.join(path.dirname(path.resolve(imagebuilderRoot)), "workspaces"),
@@ -54,13 +68,7 @@ export async function createWorkspaceTree(
   const filesDir = path.join(root, "files");
   const privateDir = path.join(root, "private");
   const feedsDir = path.join(root, "feeds");
-  let disposed = false;
-  const dispose = async (): Promise<void> => {
-    if (disposed) return;
-    disposed = true;
-    // rm never follows symlinks, so links a build left and the hardlinked files only lose their names.
-    await rm(root, { recursive: true, force: true, maxRetries: 3 });
-  };
+  const dispose = removeOnce(root);
 
   try {
     await mkdir(dir, { mode: baseStat.mode & 0o7777 });
