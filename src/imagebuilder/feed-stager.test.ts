@@ -105,6 +105,35 @@ describe("FeedStager", () => {
     expect((await stat(path.join(ws2.feedsDir, "0", "hello_1.0_all.ipk"))).nlink).toBeGreaterThan(1);
   });
 
+  it("revalidates a cached index for a new ImageBuilder tree, even within indexTtlMs (a new snapshot)", async () => {
+    publish("base", packagesIndex());
+    const conf = `src/gz openwrt_base ${base}/base\n`;
+    const stager = new FeedStager({ cacheDir: path.join(tmp, "cache-tree"), indexTtlMs: 3_600_000 });
+    const first = await workspace(conf);
+    await stager.stage(first, await readFeedList(first), ["hello"], { ...noApk, imagebuilder: "/ib/r1" });
+
+    // The same tree within the TTL: no request at all.
+    requests.length = 0;
+    const same = await workspace(conf);
+    await stager.stage(same, await readFeedList(same), ["hello"], { ...noApk, imagebuilder: "/ib/r1" });
+    expect(requests).toEqual([]);
+
+    // A snapshot is published: new packages and a new ImageBuilder tree. Its first build
+    // must see the new index, not the one cached for the old tree.
+    const newer = `${packagesIndex()}\nPackage: extra\nVersion: 1\nFilename: extra_1_all.ipk\nSize: 1\nSHA256sum: ${sha("x")}\n`;
+    publish("base", newer);
+    files.set("base/extra_1_all.ipk", Buffer.from("x"));
+    requests.length = 0;
+    const next = await workspace(conf);
+    const result = await stager.stage(next, await readFeedList(next), ["extra"], {
+      ...noApk,
+      imagebuilder: "/ib/r2",
+    });
+    expect(result).toMatchObject({ packages: 1, downloaded: 1 });
+    expect(requests).toContain("base/Packages.gz");
+    expect(await readFile(path.join(next.feedsDir, "0", "Packages"), "utf8")).toBe(newer);
+  });
+
   it("revalidates an index older than indexTtlMs: unchanged (304) it is not fetched again, changed it is", async () => {
     publish("base", packagesIndex());
     const conf = `src/gz openwrt_base ${base}/base\n`;

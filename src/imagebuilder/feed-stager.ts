@@ -84,6 +84,8 @@ export interface FeedStagerOptions {
 /** A feed index as last fetched: the files as published, what they list, and how to revalidate. */
 interface CachedIndex {
   checkedAt: number;
+  /** The ImageBuilder tree it was last checked for (StageOptions.imagebuilder). */
+  imagebuilder?: string;
   etag?: string;
   lastModified?: string;
   /** File name in the feed folder → bytes as published (opkg's Packages: unpacked). */
@@ -184,7 +186,17 @@ export class FeedStager {
     ws: Pick<Workspace, "feedsDir">,
     list: FeedList,
     wanted: string[],
-    opts: { dumpApkIndex: (file: string) => Promise<string>; customUrls?: Set<string>; signal?: AbortSignal },
+    opts: {
+      dumpApkIndex: (file: string) => Promise<string>;
+      customUrls?: Set<string>;
+      signal?: AbortSignal;
+      /**
+       * The build's ImageBuilder tree (its unpacked path names the revision). An index is
+       * reused unchecked only for the tree it was checked for: a new tree, such as a snapshot
+       * published with new packages, revalidates every index first.
+       */
+      imagebuilder?: string;
+    },
   ): Promise<StageResult> {
     let mark = performance.now();
     const lap = (): number => {
@@ -250,16 +262,22 @@ export class FeedStager {
     manager: PackageManager,
     feed: RemoteFeed,
     dir: string,
-    opts: { dumpApkIndex: (file: string) => Promise<string>; signal?: AbortSignal },
+    opts: { dumpApkIndex: (file: string) => Promise<string>; signal?: AbortSignal; imagebuilder?: string },
   ): Promise<FeedPackage[]> {
     const key = `${manager} ${feed.url}`;
     let entry = this.indexes.get(key);
-    if (entry === undefined || Date.now() - entry.checkedAt >= this.indexTtlMs) {
+    if (
+      entry === undefined ||
+      Date.now() - entry.checkedAt >= this.indexTtlMs ||
+      entry.imagebuilder !== opts.imagebuilder
+    ) {
       const fresh = await this.loadIndex(manager, feed, dir, entry, opts);
       if (fresh === entry && entry !== undefined) {
         entry.checkedAt = Date.now();
+        entry.imagebuilder = opts.imagebuilder;
       } else {
         entry = fresh;
+        if (opts.imagebuilder !== undefined) entry.imagebuilder = opts.imagebuilder;
         this.remember(key, fresh);
         return fresh.packages;
       }

@@ -60,7 +60,12 @@ export interface PackageFeeds {
     ws: Workspace,
     list: FeedList,
     wanted: string[],
-    opts: { dumpApkIndex: (file: string) => Promise<string>; customUrls?: Set<string>; signal?: AbortSignal },
+    opts: {
+      dumpApkIndex: (file: string) => Promise<string>;
+      customUrls?: Set<string>;
+      signal?: AbortSignal;
+      imagebuilder?: string;
+    },
   ): Promise<unknown>;
 }
 
@@ -413,6 +418,8 @@ async function buildSteps(
           },
           customUrls: new Set(Object.values(req.repositories).map((u) => u.replace(/\/+$/, ""))),
           signal,
+          // A new ImageBuilder (a new snapshot) revalidates the cached feed indexes first.
+          imagebuilder: imagebuilderRoot,
         },
       );
       clock.lap("feeds");
