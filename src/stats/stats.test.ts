@@ -80,6 +80,9 @@ describe("Stats request counters (issue #13: no Redis write on a cache hit)", ()
     await api.flushRequests();
     expect(pipeline).toHaveBeenCalledTimes(1);
     expect(await today(p)).toEqual({ request: 500, cache_hit: 499, enqueued: 1 });
+    // The day's key expires with the rest of the history, even when no build ends that day.
+    const ttl = await redis.ttl(`${p}:stats:requests:${new Date().toISOString().slice(0, 10)}`);
+    expect(ttl).toBeGreaterThan(30 * 24 * 3600);
     expect(await api.metricsText()).toContain('asu_build_requests_total{event="cache_hit"} 499');
     await api.close();
   });

@@ -1,6 +1,6 @@
 import type { ChainableCommander, Redis } from "ioredis";
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
-import { BuildHistory } from "./build-history.js";
+import { BuildHistory, HISTORY_DAYS } from "./build-history.js";
 
 export type RequestEvent = "request" | "cache_hit" | "enqueued" | "overloaded" | "rate_limited";
 
@@ -105,6 +105,8 @@ export class Stats {
     const key = `${this.prefix}:stats:requests:${this.day()}`;
     const pipeline = this.redis.pipeline();
     for (const [event, n] of counts) pipeline.hincrby(key, event, n);
+    // Bounded like the build history's per-day keys, also on a day on which no build ends.
+    pipeline.expire(key, (HISTORY_DAYS + 1) * 24 * 3600);
     try {
       const results = (await pipeline.exec()) ?? [];
       const failed = results.find(([err]) => err !== null);
