@@ -9,7 +9,6 @@ import {
   readdir,
   readlink,
   rm,
-  stat,
   symlink,
   utimes,
   writeFile,
@@ -17,7 +16,7 @@ import {
 import path from "node:path";
 import type { ProcessRunner } from "../process-runner.js";
 import type { Workspace } from "./index.js";
-import { removeOnce } from "./workspace.js";
+import { cp, emptyWorkspace } from "./workspace.js";
 
 /**
  * Workspaces as kernel overlays over the shared ImageBuilder tree (docs/decisions/013): the
@@ -46,8 +45,7 @@ const LOWER = "lower";
 const UPPER = "ib";
 const WORK = "work";
 
-const CP_TIMEOUT_MS = 60_000;
-const CP_ENV = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" };
+const CHECK_ENV = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" };
 
 /** `argv` wrapped so that it runs with the workspace's overlay mounted over `ws.dir`. */
 export function withOverlay(unshare: string, root: string, argv: string[]): string[] {
@@ -78,33 +76,14 @@ export async function createOverlayWorkspace(
   imagebuilderRoot: string,
   opts: OverlayWorkspaceOptions,
 ): Promise<Workspace> {
-  const base = path.resolve(imagebuilderRoot);
-  const baseStat = await stat(base);
-  if (!baseStat.isDirectory()) throw new Error(`${base} is not an unpacked ImageBuilder`);
-  await mkdir(opts.parent, { recursive: true, mode: 0o700 });
-  const root = await mkdtemp(path.join(opts.parent, "ws-"));
-  const dir = path.join(root, UPPER);
-  // Nothing is mounted on the host: this removes the upper layer, whatever the build left.
-  const dispose = removeOnce(root);
+  // `dir` (ib/) is the upper layer. Nothing is mounted on the host, so disposing removes the
+  // upper layer, whatever the build left.
+  const { base, ws } = await emptyWorkspace(imagebuilderRoot, opts.parent);
+  const { root, dir } = ws;
   try {
-    await mkdir(dir, { mode: baseStat.mode & 0o7777 });
     await mkdir(path.join(root, WORK));
     await symlink(base, path.join(root, LOWER));
-    const ws: Workspace = {
-      dir,
-      binDir: path.join(root, "bin"),
-      filesDir: path.join(root, "files"),
-      privateDir: path.join(root, "private"),
-      feedsDir: path.join(root, "feeds"),
-      root,
-      readOnlyDirs: [],
-      overlay: { lowerDir: base, workDir: path.join(root, WORK) },
-      dispose,
-    };
-    await mkdir(ws.binDir);
-    await mkdir(ws.filesDir);
-    await mkdir(ws.privateDir, { mode: 0o700 });
-    await mkdir(ws.feedsDir);
+    ws.overlay = { lowerDir: base, workDir: path.join(root, WORK) };
     // A private dl/ in the upper layer: what a build downloads or rewrites there (opkg's
     // lists, issue #8) stays its own.
     await mkdir(path.join(dir, "dl"));
@@ -121,14 +100,14 @@ export async function createOverlayWorkspace(
         await lutimes(to, st.atime, st.mtime);
       } else others.push(name);
     }
-    if (others.length > 0) await copyTopFiles(opts.processRunner, base, others, dir);
+    if (others.length > 0) await cp(opts.processRunner, ["-a"], base, others, dir);
     for (const rel of opts.linkedReadOnly) {
       const st = await lstat(path.join(base, rel)).catch(() => undefined);
       if (st?.isDirectory()) ws.readOnlyDirs.push(path.join(dir, rel));
     }
     return ws;
   } catch (err) {
-    await dispose();
+    await ws.dispose();
     throw err;
   }
 }
@@ -138,17 +117,6 @@ async function copyFileAsIs(from: string, to: string, st: Stats): Promise<void> 
   await copyFile(from, to, constants.COPYFILE_EXCL);
   await chmod(to, st.mode & 0o7777);
   await utimes(to, st.atime, st.mtime);
-}
-
-async function copyTopFiles(runner: ProcessRunner, src: string, names: string[], dst: string): Promise<void> {
-  // "--" and absolute paths: no name from the archive can be taken for an option.
-  const argv = ["cp", "-a", "--", ...names.map((n) => path.join(src, n)), `${dst}/`];
-  const result = await runner.run({ argv, env: CP_ENV, timeoutMs: CP_TIMEOUT_MS, maxOutputBytes: 64 * 1024 });
-  if (result.code !== 0) {
-    throw new Error(
-      `creating the workspace failed: cp exited ${result.code ?? result.signal}: ${result.stderr.trim()}`,
-    );
-  }
 }
 
 export type OverlayCheck = { ok: true } | { ok: false; reason: string };
@@ -178,7 +146,7 @@ export async function checkOverlay(
         'test -f "$0/ib/lower" && : > "$0/ib/upper"',
         probe,
       ]),
-      env: CP_ENV,
+      env: CHECK_ENV,
       timeoutMs: 10_000,
       maxOutputBytes: 16 * 1024,
     });

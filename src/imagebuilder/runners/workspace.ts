@@ -32,7 +32,6 @@ export interface WorkspaceFactoryOptions extends CreateWorkspaceOptions {
   linkedReadOnly: string[];
 }
 
-/** Where the workspaces of a tree go: `workspacesDir`, or a `workspaces` folder next to the tree. */
 /**
  * Removes a workspace's folder, once however often it is called. rm never follows links, so
  * what a build left (links, FIFOs, sparse files, overlay whiteouts) and hardlinked files only
@@ -47,6 +46,7 @@ export function removeOnce(root: string): () => Promise<void> {
   };
 }
 
+/** Where the workspaces of a tree go: `workspacesDir`, or a `workspaces` folder next to the tree. */
 export function workspacesParent(imagebuilderRoot: string, opts: CreateWorkspaceOptions): string {
   return path.resolve(
     opts.workspacesDir ?? path.join(path.dirname(path.resolve(imagebuilderRoot)), "workspaces"),
@@ -57,41 +57,51 @@ export async function createWorkspaceTree(
   imagebuilderRoot: string,
   opts: WorkspaceFactoryOptions,
 ): Promise<Workspace> {
+  const { base, ws } = await emptyWorkspace(imagebuilderRoot, workspacesParent(imagebuilderRoot, opts));
+  try {
+    const linked = new Set(opts.linkedReadOnly.map((p) => path.posix.normalize(p).replace(/\/+$/, "")));
+    await mirror(opts.processRunner, base, ws.dir, "", linked, ws.readOnlyDirs);
+    await mkdir(path.join(ws.dir, "dl"));
+    return ws;
+  } catch (err) {
+    await ws.dispose();
+    throw err;
+  }
+}
+
+/**
+ * The folders every workspace kind starts from, in a new folder under `parent`: `dir` (the
+ * build's tree, empty, with the ImageBuilder's mode), `bin`, `files`, `private` (0700) and
+ * `feeds`. `base` is the ImageBuilder tree, resolved and checked to be a folder.
+ */
+export async function emptyWorkspace(
+  imagebuilderRoot: string,
+  parent: string,
+): Promise<{ base: string; ws: Workspace }> {
   const base = path.resolve(imagebuilderRoot);
   const baseStat = await stat(base);
   if (!baseStat.isDirectory()) throw new Error(`${base} is not an unpacked ImageBuilder`);
-  const parent = workspacesParent(base, opts);
   await mkdir(parent, { recursive: true, mode: 0o700 });
   const root = await mkdtemp(path.join(parent, "ws-"));
-  const dir = path.join(root, "ib");
-  const binDir = path.join(root, "bin");
-  const filesDir = path.join(root, "files");
-  const privateDir = path.join(root, "private");
-  const feedsDir = path.join(root, "feeds");
-  const dispose = removeOnce(root);
-
+  const ws: Workspace = {
+    root,
+    dir: path.join(root, "ib"),
+    binDir: path.join(root, "bin"),
+    filesDir: path.join(root, "files"),
+    privateDir: path.join(root, "private"),
+    feedsDir: path.join(root, "feeds"),
+    readOnlyDirs: [],
+    dispose: removeOnce(root),
+  };
   try {
-    await mkdir(dir, { mode: baseStat.mode & 0o7777 });
-    await mkdir(binDir);
-    await mkdir(filesDir);
-    await mkdir(privateDir, { mode: 0o700 });
-    await mkdir(feedsDir);
-    const linked = new Set(opts.linkedReadOnly.map((p) => path.posix.normalize(p).replace(/\/+$/, "")));
-    const readOnlyDirs: string[] = [];
-    await mirror(opts.processRunner, base, dir, "", linked, readOnlyDirs);
-    await mkdir(path.join(dir, "dl"));
-    return {
-      dir,
-      binDir,
-      filesDir,
-      privateDir,
-      feedsDir,
-      root,
-      readOnlyDirs,
-      dispose,
-    };
+    await mkdir(ws.dir, { mode: baseStat.mode & 0o7777 });
+    await mkdir(ws.binDir);
+    await mkdir(ws.filesDir);
+    await mkdir(ws.privateDir, { mode: 0o700 });
+    await mkdir(ws.feedsDir);
+    return { base, ws };
   } catch (err) {
-    await dispose();
+    await ws.dispose();
     throw err;
   }
 }
@@ -124,7 +134,8 @@ async function mirror(
   if (toCopy.length > 0) await cp(runner, ["-a", "--reflink=auto"], src, toCopy, dst);
 }
 
-async function cp(
+/** `cp <flags> -- <src>/<name>... <dst>/`, bounded in time and output. */
+export async function cp(
   runner: ProcessRunner,
   flags: string[],
   src: string,
