@@ -191,9 +191,9 @@ export class FeedStager {
       customUrls?: Set<string>;
       signal?: AbortSignal;
       /**
-       * The build's ImageBuilder tree (its unpacked path names the revision). An index is
-       * reused unchecked only for the tree it was checked for: a new tree, such as a snapshot
-       * published with new packages, revalidates every index first.
+       * The identity of the build's ImageBuilder tree (src/worker/make-info-cache.ts, treeKey).
+       * An index is reused unchecked only for the tree it was checked for: a new tree, such as
+       * a snapshot published with new packages, revalidates every index first.
        */
       imagebuilder?: string;
     },

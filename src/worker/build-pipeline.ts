@@ -223,7 +223,6 @@ async function buildSteps(
     const next = stageUpdates.then(() => setStage(name));
     next.catch(() => undefined);
     stageUpdates = next;
-    return Promise.resolve();
   };
 
   if (req.defaults && !config.allow_defaults) {
@@ -356,14 +355,16 @@ async function buildSteps(
     clock.lap("prepare");
 
     await stage("validate_revision");
+    // The tree's identity: which `make info` it printed, and for which tree the cached feed
+    // indexes were last checked (a new snapshot's tree revalidates them).
+    const tree = deps.makeInfoCache || deps.feeds ? await treeKey(imagebuilderRoot) : undefined;
     const infoRun = await makeInfo();
     const { info } = infoRun;
     checkRevision(info.revision, job, refreshed, logsOf(infoRun));
 
     async function makeInfo(): Promise<CachedMakeInfo> {
       const cache = deps.makeInfoCache;
-      const key = cache ? await treeKey(imagebuilderRoot) : undefined;
-      const cached = key !== undefined ? cache?.get(key) : undefined;
+      const cached = tree !== undefined ? cache?.get(tree) : undefined;
       if (cached) return cached;
       const run = await make(["info"]);
       if (run.code !== 0) {
@@ -374,7 +375,7 @@ async function buildSteps(
       }
       const fresh = { info: parseMakeInfo(run.stdout), stdout: scrub(run.stdout), stderr: scrub(run.stderr) };
       // Only what the tree alone printed: custom repositories change the workspace's feed list.
-      if (key !== undefined && Object.keys(req.repositories).length === 0) cache?.set(key, fresh);
+      if (tree !== undefined && Object.keys(req.repositories).length === 0) cache?.set(tree, fresh);
       return fresh;
     }
 
@@ -418,8 +419,7 @@ async function buildSteps(
           },
           customUrls: new Set(Object.values(req.repositories).map((u) => u.replace(/\/+$/, ""))),
           signal,
-          // A new ImageBuilder (a new snapshot) revalidates the cached feed indexes first.
-          imagebuilder: imagebuilderRoot,
+          ...(tree !== undefined ? { imagebuilder: tree } : {}),
         },
       );
       clock.lap("feeds");
