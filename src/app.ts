@@ -4,6 +4,7 @@ import type { FastifyInstance } from "fastify";
 import pino, { type Logger } from "pino";
 import type { AsuConfig } from "./config/config.js";
 import { createApp } from "./http/app.js";
+import { ACCESS_LINE } from "./http/access-log.js";
 import { FeedStager } from "./imagebuilder/feed-stager.js";
 import { prepareImageBuilder } from "./imagebuilder/prepare-imagebuilder.js";
 import { ImageBuilderManager } from "./imagebuilder/imagebuilder-manager.js";
@@ -347,5 +348,5 @@ export async function startServer(config: AsuConfig, opts: StartOptions): Promis
 /** Fastify's access lines (src/http/access-log.ts): the only ones that may wait in the batch. */
 function isAccessLine(args: unknown[]): boolean {
   const msg = args.find((a) => typeof a === "string");
-  return msg === "request completed";
+  return msg === ACCESS_LINE;
 }
